@@ -49,6 +49,10 @@ class Settings:
     ready_timeout: float = field(default=60.0, metadata={"doc": "Seconds to wait for Envoy (and the app) to become ready."})
     connect_timeout: float = field(default=10.0, metadata={"doc": "Upstream connect timeout of mesh clusters (Istio's default)."})
     xds_keepalive: float = field(default=30.0, metadata={"doc": "gRPC keepalive interval of the ADS connection, seconds."})
+    xds_keepalive_timeout: float = field(default=10.0, metadata={"doc": "Seconds to wait for an ADS keepalive answer before the connection is considered dead."})
+    restart_reset_after: float = field(default=30.0, metadata={"doc": "Seconds Envoy must stay up before its restart backoff starts again from the initial delay."})
+    stop_timeout: float = field(default=5.0, metadata={"doc": "Seconds a stopping Envoy or app gets between SIGTERM and SIGKILL."})
+    agent_poll_interval: float = field(default=0.1, metadata={"doc": "Seconds between the agent's readiness polls (Envoy /ready, app ports, drain stats)."})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

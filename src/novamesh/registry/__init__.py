@@ -1,1 +1,5 @@
-"""novamesh.registry."""
+"""Service registry: auto-registered workloads with leases."""
+
+from .registry import Registry, Workload, WorkloadPort
+
+__all__ = ["Registry", "Workload", "WorkloadPort"]

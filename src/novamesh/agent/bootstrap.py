@@ -1,0 +1,117 @@
+"""The Envoy bootstrap an agent writes for its sidecar.
+
+The bootstrap is deliberately small: it names the node (with the full :class:`Proxy` description
+in ``node.metadata["NOVAMESH"]``, so the control plane can program the proxy from its first ADS
+request), binds the admin interface to the workload's own loopback address, and points every
+dynamic resource at one ADS stream to the control plane. Everything else — listeners, clusters,
+routes, endpoints — arrives over xDS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+from ..model.proxy import METADATA_KEY, Proxy
+from ..settings import Settings
+
+__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration"]
+
+#: Name of the static cluster that carries the ADS stream.
+XDS_CLUSTER = "xds-grpc"
+
+_HTTP_OPTIONS_TYPE = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def duration(seconds: float) -> str:
+    """A protobuf JSON ``Duration`` (``"1.500s"``) for ``seconds``."""
+    return f"{seconds:.3f}s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _xds_cluster(settings: Settings) -> dict[str, Any]:
+    # STATIC needs an IP literal; a host name (e.g. a control plane on another VM) needs DNS.
+    kind = "STATIC" if _is_ip(settings.xds_host) else "STRICT_DNS"
+    return {
+        "name": XDS_CLUSTER,
+        "type": kind,
+        "connect_timeout": duration(1.0),
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(settings.xds_host, settings.xds_port)}}]}
+            ],
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS_TYPE: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS_TYPE}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # gRPC needs HTTP/2; keepalive notices a control plane that vanished
+                        # without closing the connection (e.g. its host went away).
+                        "connection_keepalive": {
+                            "interval": duration(settings.xds_keepalive),
+                            "timeout": duration(settings.xds_keepalive_timeout),
+                        }
+                    }
+                },
+            }
+        },
+    }
+
+
+def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:
+    """The Envoy v3 bootstrap (a JSON-able dict) for ``proxy``.
+
+    The admin interface binds ``proxy.address:proxy.admin_port`` (the workload's loopback
+    address, never a wildcard). CDS and LDS come over ADS from ``settings.xds_host:xds_port``.
+    """
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {
+            "id": proxy.node_id(settings.domain_suffix),
+            "cluster": f"{proxy.service}.{proxy.namespace}",
+            "metadata": {METADATA_KEY: proxy.to_metadata()},
+        },
+        "admin": {"address": _socket_address(proxy.address, proxy.admin_port)},
+        "static_resources": {"clusters": [_xds_cluster(settings)]},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": dict(ads),
+            "lds_config": dict(ads),
+        },
+        "stats_config": {"use_all_default_tags": True},
+        "layered_runtime": {
+            "layers": [
+                {"name": "static", "static_layer": {}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
+    }
+
+
+def write_bootstrap(path: Path, bootstrap: dict[str, Any]) -> Path:
+    """Write ``bootstrap`` as JSON to ``path`` (parents created, replaced atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(bootstrap, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

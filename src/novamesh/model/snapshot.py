@@ -1,0 +1,283 @@
+"""MeshSnapshot: the immutable, indexed state one push is translated from.
+
+Built from the config set (store revision) and the registry (ready workloads). Services come from
+two sources: auto-registered workloads (``<service>.<ns>.svc.<suffix>``) and ServiceEntries (each
+host is a service; endpoints from ``endpoints``, from WorkloadEntries selected by
+``workloadSelector``, or — for DNS — the host itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..config.names import resolve_host, service_fqdn
+from ..config.resource import Resource, ResourceKey
+from ..config.types import DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec
+from ..registry.registry import Workload
+
+__all__ = ["ServicePort", "Endpoint", "Service", "MeshSnapshot", "build_snapshot", "HTTP_PROTOCOLS"]
+
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
+"""Port protocols routed by the HTTP connection manager."""
+
+
+def protocol_for(protocol: str, name: str) -> str:
+    """Istio's protocol selection: explicit protocol, else the port name's prefix (``http-``,
+    ``grpc-``...), else TCP for ServiceEntries. Registry ports default to HTTP."""
+    proto = (protocol or "").upper()
+    if proto:
+        return proto
+    prefix = name.split("-", 1)[0].lower() if name else ""
+    return {
+        "http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "grpc-web": "GRPC-WEB",
+        "tcp": "TCP", "tls": "TLS", "https": "HTTPS", "mongo": "MONGO", "udp": "UDP",
+    }.get(prefix, "TCP")
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    number: int
+    protocol: str
+    name: str = ""
+    target_port: int = 0
+
+    @property
+    def is_http(self) -> bool:
+        return self.protocol in HTTP_PROTOCOLS
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address serving a service; ``ports`` maps service port number to endpoint port."""
+
+    address: str
+    ports: tuple[tuple[int, int], ...]
+    labels: tuple[tuple[str, str], ...] = ()
+    weight: int = 1
+    workload_id: str = ""
+    service_account: str = ""
+
+    def port_for(self, service_port: int) -> int | None:
+        for sp, ep in self.ports:
+            if sp == service_port:
+                return ep
+        return None
+
+    def matches(self, selector: Mapping[str, str]) -> bool:
+        labels = dict(self.labels)
+        return all(labels.get(k) == v for k, v in selector.items())
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service host with its ports and endpoints."""
+
+    hostname: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    endpoints: tuple[Endpoint, ...] = ()
+    resolution: str = "EDS"  # EDS (registry / STATIC) | DNS | DNS_ROUND_ROBIN
+    mesh_external: bool = False
+    origin: str = "registry"  # "registry" or "ServiceEntry ns/name"
+    short_name: str = ""  # registry services: the bare service name
+
+    def port(self, number: int) -> ServicePort | None:
+        for p in self.ports:
+            if p.number == number:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class MeshSnapshot:
+    """Everything a translation needs, immutable and indexed."""
+
+    revision: int
+    registry_version: int
+    domain_suffix: str
+    services: Mapping[str, Service]
+    virtual_services: tuple[Resource, ...]
+    destination_rules: tuple[Resource, ...]
+    version: str = ""
+    _vs_by_host: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict, repr=False)
+    _dr_by_host: Mapping[str, Resource] = field(default_factory=dict, repr=False)
+
+    def virtual_services_for(self, hostname: str) -> tuple[Resource, ...]:
+        """VirtualServices whose hosts include ``hostname`` (exact or wildcard), oldest key first."""
+        exact = self._vs_by_host.get(hostname, ())
+        if exact:
+            return exact
+        for pattern, vss in self._vs_by_host.items():
+            if pattern.startswith("*") and hostname.endswith(pattern[1:]):
+                return vss
+        return ()
+
+    def destination_rule_for(self, hostname: str) -> Resource | None:
+        return self._dr_by_host.get(hostname)
+
+    def subset_labels(self, hostname: str, subset: str) -> dict[str, str] | None:
+        dr = self.destination_rule_for(hostname)
+        if dr is None:
+            return None
+        spec = dr.spec
+        assert isinstance(spec, DestinationRuleSpec)
+        for s in spec.subsets:
+            if s.name == subset:
+                return dict(s.labels)
+        return None
+
+
+def _registry_services(workloads: Iterable[Workload], suffix: str) -> dict[str, Service]:
+    grouped: dict[tuple[str, str], list[Workload]] = {}
+    for w in workloads:
+        if w.kind != "sidecar" or not w.ports:
+            continue
+        grouped.setdefault((w.namespace, w.service), []).append(w)
+    out: dict[str, Service] = {}
+    for (ns, name), ws in sorted(grouped.items()):
+        ports: dict[int, ServicePort] = {}
+        for w in ws:
+            for p in w.ports:
+                ports.setdefault(p.number, ServicePort(p.number, protocol_for(p.protocol, p.name) if p.protocol else "HTTP", p.name))
+        endpoints = tuple(
+            Endpoint(
+                address=w.address,
+                ports=tuple((p.number, p.number) for p in w.ports),
+                labels=w.labels,
+                workload_id=w.id,
+                service_account=w.service_account,
+            )
+            for w in sorted(ws, key=lambda w: w.id)
+            if w.ready
+        )
+        fqdn = service_fqdn(name, ns, suffix)
+        out[fqdn] = Service(
+            hostname=fqdn,
+            namespace=ns,
+            ports=tuple(sorted(ports.values(), key=lambda p: p.number)),
+            endpoints=endpoints,
+            short_name=name,
+        )
+    return out
+
+
+def _entry_endpoint(we: WorkloadEntrySpec, ports: tuple[ServicePort, ...]) -> Endpoint:
+    mapping = []
+    for p in ports:
+        target = we.ports.get(p.name) if p.name else None
+        mapping.append((p.number, int(target or p.target_port or p.number)))
+    return Endpoint(
+        address=we.address,
+        ports=tuple(mapping),
+        labels=tuple(sorted(we.labels.items())),
+        weight=we.weight or 1,
+        service_account=we.service_account,
+    )
+
+
+def _entry_services(
+    entries: Iterable[Resource], workload_entries: Iterable[Resource], suffix: str
+) -> dict[str, Service]:
+    wes = list(workload_entries)
+    out: dict[str, Service] = {}
+    for res in entries:
+        spec = res.spec
+        assert isinstance(spec, ServiceEntrySpec)
+        ports = tuple(
+            ServicePort(p.number, protocol_for(p.protocol, p.name), p.name, p.target_port or 0)
+            for p in sorted(spec.ports, key=lambda p: p.number)
+        )
+        members = list(spec.endpoints)
+        if spec.workload_selector is not None and spec.workload_selector.labels:
+            sel = spec.workload_selector.labels
+            for we in wes:
+                wspec = we.spec
+                assert isinstance(wspec, WorkloadEntrySpec)
+                if we.namespace == res.namespace and all(wspec.labels.get(k) == v for k, v in sel.items()):
+                    members.append(wspec)
+        resolution = spec.resolution
+        for host in spec.hosts:
+            fqdn = resolve_host(host, res.namespace, suffix)
+            if fqdn in out:
+                continue  # first ServiceEntry (sorted by key) wins; analyzers report conflicts
+            if resolution in ("DNS", "DNS_ROUND_ROBIN", "NONE"):
+                kind = "DNS_ROUND_ROBIN" if resolution == "DNS_ROUND_ROBIN" else "DNS"
+                if members:
+                    eps = tuple(_entry_endpoint(m, ports) for m in members)
+                elif "*" in fqdn:
+                    eps = ()
+                else:
+                    eps = (Endpoint(address=fqdn, ports=tuple((p.number, p.target_port or p.number) for p in ports)),)
+            else:
+                kind = "EDS"
+                eps = tuple(_entry_endpoint(m, ports) for m in members)
+            out[fqdn] = Service(
+                hostname=fqdn,
+                namespace=res.namespace,
+                ports=ports,
+                endpoints=eps,
+                resolution=kind,
+                mesh_external=spec.location == "MESH_EXTERNAL",
+                origin=f"ServiceEntry {res.namespace}/{res.name}",
+            )
+    return out
+
+
+def _fingerprint(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def build_snapshot(
+    resources: Mapping[ResourceKey, Resource],
+    workloads: Iterable[Workload],
+    *,
+    revision: int,
+    registry_version: int,
+    domain_suffix: str = "cluster.local",
+) -> MeshSnapshot:
+    """Pure: build the indexed snapshot from a config set and the registry's workloads."""
+    by_kind: dict[str, list[Resource]] = {}
+    for key in sorted(resources):
+        by_kind.setdefault(key[0], []).append(resources[key])
+    services = _registry_services(workloads, domain_suffix)
+    for fqdn, svc in _entry_services(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []), domain_suffix).items():
+        services.setdefault(fqdn, svc)  # a registered service wins over an entry of the same name
+    vss = tuple(by_kind.get("VirtualService", []))
+    drs = tuple(by_kind.get("DestinationRule", []))
+    vs_by_host: dict[str, list[Resource]] = {}
+    for vs in vss:
+        spec = vs.spec
+        assert isinstance(spec, VirtualServiceSpec)
+        if spec.gateways and "mesh" not in spec.gateways:
+            continue
+        for h in spec.hosts:
+            vs_by_host.setdefault(resolve_host(h, vs.namespace, domain_suffix), []).append(vs)
+    dr_by_host: dict[str, Resource] = {}
+    for dr in drs:
+        spec = dr.spec
+        assert isinstance(spec, DestinationRuleSpec)
+        dr_by_host.setdefault(resolve_host(spec.host, dr.namespace, domain_suffix), dr)
+    version = _fingerprint(
+        revision,
+        sorted(
+            (repr(s) for s in services.values()),
+        ),
+    )
+    return MeshSnapshot(
+        revision=revision,
+        registry_version=registry_version,
+        domain_suffix=domain_suffix,
+        services=MappingProxyType(dict(sorted(services.items()))),
+        virtual_services=vss,
+        destination_rules=drs,
+        version=version,
+        _vs_by_host=MappingProxyType({k: tuple(v) for k, v in vs_by_host.items()}),
+        _dr_by_host=MappingProxyType(dr_by_host),
+    )

@@ -1,0 +1,84 @@
+"""The config store interface.
+
+A store keeps the current config set and a numbered revision for every change (history and
+rollback build on it), plus the persisted leases of registered workloads. Implementations:
+:class:`novamesh.store.sqlite.SqliteStore` (embedded default). Every method may raise
+:class:`novamesh.errors.StoreError` when the backing storage fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..config.resource import ResourceKey
+
+__all__ = ["StoredObject", "Revision", "Change", "ConfigStore"]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A resource as stored: its key, manifest and the revision that last changed it."""
+
+    key: ResourceKey
+    manifest: dict[str, Any]
+    revision: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """One resource changed by a revision; ``manifest`` is None for a deletion."""
+
+    key: ResourceKey
+    op: str  # "created" | "configured" | "deleted"
+    manifest: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A committed change set."""
+
+    number: int
+    time: float
+    author: str
+    message: str
+    changes: tuple[Change, ...]
+
+
+class ConfigStore(Protocol):
+    """Tiny interface every store implements."""
+
+    def current_revision(self) -> int: ...
+
+    def list(self) -> list[StoredObject]: ...
+
+    def get(self, key: ResourceKey) -> StoredObject | None: ...
+
+    def commit(
+        self,
+        puts: Sequence[tuple[ResourceKey, dict[str, Any]]],
+        deletes: Sequence[ResourceKey],
+        *,
+        author: str = "",
+        message: str = "",
+    ) -> Revision:
+        """Apply all puts and deletes atomically as one new revision. Puts whose manifest equals
+        the stored one and deletes of absent keys are not changes; if nothing changes, no
+        revision is created and the returned Revision has no changes and the current number."""
+        ...
+
+    def revisions(self, limit: int = 50) -> list[Revision]: ...
+
+    def subscribe(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(revision)`` after every commit."""
+        ...
+
+    # Workload leases (not config: no revisions).
+    def save_workload(self, workload_id: str, data: dict[str, Any], expires_at: float) -> None: ...
+
+    def delete_workload(self, workload_id: str) -> None: ...
+
+    def load_workloads(self) -> list[tuple[dict[str, Any], float]]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,42 @@
+"""Turn translation output (protobuf JSON dicts) into Envoy protobuf messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import any_pb2, json_format
+from google.protobuf.message import Message
+
+# Importing the modules registers every type the translation may name in an Any.
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+
+from .common import T
+
+__all__ = ["to_message", "to_any", "MESSAGE_TYPES"]
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    T.CLUSTER: cluster_pb2.Cluster,
+    T.ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    T.LISTENER: listener_pb2.Listener,
+    T.ROUTE: route_pb2.RouteConfiguration,
+}
+
+
+def to_message(type_url: str, resource: dict[str, Any]) -> Message:
+    """Parse one resource dict into its Envoy message (raises ParseError on a translation bug)."""
+    msg = MESSAGE_TYPES[type_url]()
+    json_format.ParseDict(resource, msg)
+    return msg
+
+
+def to_any(type_url: str, resource: dict[str, Any]) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(to_message(type_url, resource))
+    return packed
