@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Subset",
     "DestinationRuleSpec",
     "ServicePort",
+    "PROTOCOLS",
     "WorkloadEntrySpec",
     "WorkloadSelector",
     "ServiceEntrySpec",
@@ -122,7 +123,10 @@ class DestinationRuleSpec(Spec):
     export_to: list[str] = Field(default_factory=list)
 
 
-Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS", "UDP"]
+Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "GRPC-WEB", "MONGO", "TCP", "TLS", "UDP"]
+
+PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "GRPC", "HTTP2", "GRPC-WEB", "MONGO", "TCP", "TLS", "UDP")
+"""Port protocols accepted in a ServicePort (Istio's names; matched case-insensitively)."""
 
 
 class ServicePort(Spec):
@@ -130,6 +134,16 @@ class ServicePort(Spec):
     protocol: str = "TCP"
     name: str = ""
     target_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        # Istio matches protocol names case-insensitively; store the canonical upper-case form
+        # so later stages compare one spelling.
+        upper = value.upper()
+        if upper not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {value!r}; expected one of {', '.join(PROTOCOLS)}")
+        return upper
 
 
 class WorkloadEntrySpec(Spec):

@@ -1,0 +1,151 @@
+"""REST API of the control plane (FastAPI; OpenAPI at /openapi.json). Contract: docs/rest-api.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..controlplane.mesh import Mesh, resolve_kind
+from ..errors import ConfigError, NotFoundError, NovameshError, StoreError
+
+__all__ = ["create_app"]
+
+
+class Document(BaseModel):
+    file: str = ""
+    content: str
+
+
+class ApplyRequest(BaseModel):
+    documents: list[Document] = Field(min_length=1)
+    namespace: str = "default"
+    dry_run: bool = False
+    author: str = ""
+    message: str = ""
+
+
+class PortIn(BaseModel):
+    number: int = Field(ge=1, le=65535)
+    protocol: str = "HTTP"
+    name: str = ""
+    app_port: int = 0
+
+
+class WorkloadIn(BaseModel):
+    id: str | None = None
+    address: str | None = None
+    kind: str = "sidecar"
+    service: str
+    namespace: str = "default"
+    version: str = ""
+    service_account: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortIn] = Field(default_factory=list)
+    ready: bool = False
+
+
+class HeartbeatIn(BaseModel):
+    ready: bool | None = None
+
+
+def _error(status: int, exc: NovameshError) -> JSONResponse:
+    body: dict[str, Any] = {"error": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, ConfigError):
+        body["violations"] = [v.to_dict() for v in exc.violations]
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(mesh: Mesh) -> FastAPI:
+    """The FastAPI application serving ``mesh``."""
+    app = FastAPI(title="novamesh control plane", version=__version__, description="See docs/rest-api.md.")
+
+    @app.exception_handler(ConfigError)
+    async def _config_error(_: Request, exc: ConfigError) -> JSONResponse:
+        return _error(422, exc)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, exc)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return _error(503, exc)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        snap = mesh.cache.snapshot
+        return {"status": "ok", "revision": mesh.revision, "snapshot_version": snap.version if snap else ""}
+
+    @app.post("/api/v1/apply")
+    async def apply(req: ApplyRequest) -> dict[str, Any]:
+        docs = [d.model_dump() for d in req.documents]
+        return mesh.apply(docs, namespace=req.namespace, dry_run=req.dry_run, author=req.author, message=req.message).to_dict()
+
+    @app.post("/api/v1/delete")
+    async def delete_docs(req: ApplyRequest) -> dict[str, Any]:
+        docs = [d.model_dump() for d in req.documents]
+        return mesh.delete_documents(docs, namespace=req.namespace, author=req.author, message=req.message).to_dict()
+
+    @app.get("/api/v1/resources")
+    async def list_resources(kind: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [r.manifest for r in mesh.list(kind, namespace)]
+
+    @app.get("/api/v1/resources/{kind}/{namespace}/{name}")
+    async def get_resource(kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return mesh.get(kind, namespace, name).manifest
+
+    @app.delete("/api/v1/resources/{kind}/{namespace}/{name}")
+    async def delete_resource(kind: str, namespace: str, name: str, author: str = "") -> dict[str, Any]:
+        key = (resolve_kind(kind), namespace, name)
+        if key not in mesh.resources:
+            raise NotFoundError(f"{key[0]} {namespace}/{name} not found")
+        return mesh.delete([key], author=author).to_dict()
+
+    @app.post("/api/v1/workloads")
+    async def register(w: WorkloadIn) -> dict[str, Any]:
+        workload = mesh.registry.register(w.model_dump())
+        return {
+            "id": workload.id,
+            "address": workload.address,
+            "lease_ttl": mesh.settings.lease_ttl,
+            "heartbeat_interval": mesh.settings.heartbeat_interval,
+        }
+
+    @app.put("/api/v1/workloads/{wid}/heartbeat")
+    async def heartbeat(wid: str, hb: HeartbeatIn) -> dict[str, Any]:
+        mesh.registry.heartbeat(wid, hb.ready)
+        return {"lease_ttl": mesh.settings.lease_ttl}
+
+    @app.delete("/api/v1/workloads/{wid}", status_code=204)
+    async def deregister(wid: str) -> Response:
+        mesh.registry.deregister(wid)
+        return Response(status_code=204)
+
+    @app.get("/api/v1/workloads")
+    async def workloads() -> list[dict[str, Any]]:
+        out = []
+        for w in mesh.registry.workloads():
+            d = w.to_dict()
+            d["expires_in"] = round(mesh.registry.expires_in(w.id), 1)
+            out.append(d)
+        return out
+
+    @app.get("/api/v1/proxies")
+    async def proxies() -> list[dict[str, Any]]:
+        return mesh.xds.status()
+
+    @app.get("/api/v1/proxies/{pid}/config")
+    async def proxy_config(pid: str) -> dict[str, Any]:
+        for conn in mesh.xds.connections():
+            if conn.proxy.id == pid:
+                from ..translate import SHORT_NAMES
+
+                raw = mesh.cache.raw_for(conn.proxy)
+                return {SHORT_NAMES[t]: v for t, v in raw.items()}
+        raise NotFoundError(f"no connected proxy with id {pid}")
+
+    return app

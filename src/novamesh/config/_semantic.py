@@ -1,0 +1,389 @@
+"""Checks on one schema-valid spec that a type cannot express (Istio's own validation rules).
+
+Every check runs and every problem is returned, so a user fixes a document in one pass.
+Paths start at ``spec``. Cross-resource checks (a subset some DestinationRule must define)
+live in :mod:`novamesh.config.validate`.
+
+Judgement calls, documented in docs/istio-fields.md:
+
+- A VirtualService host of ``*`` is allowed, as Istio allows it.
+- A route destination host may not contain a wildcard: traffic needs one concrete service.
+- ``gateways`` may only name ``mesh`` until Gateway support lands.
+- A ServiceEntry with resolution NONE may not list endpoints (Istio rejects it too), and with
+  STATIC it must list endpoints even when it has a ``workloadSelector`` (not enforced yet).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+
+from ._paths import Problem
+from .types import (
+    DestinationRuleSpec,
+    HTTPMatchRequest,
+    HTTPRoute,
+    ServiceEntrySpec,
+    Spec,
+    StringMatch,
+    VirtualServiceSpec,
+    WorkloadEntrySpec,
+)
+
+try:
+    import re2 as _re2
+except ImportError:  # pragma: no cover - google-re2 is a declared dependency
+    _re2 = None
+
+__all__ = [
+    "check_spec",
+    "is_dns1123_label",
+    "is_dns1123_subdomain",
+    "is_ip",
+    "host_problem",
+    "regex_error",
+]
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+# RFC 7230 token characters, lower case only: Istio requires lower-case header names.
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+\-.^_`|~]+")
+_FIELDS_DOC = "docs/istio-fields.md"
+
+
+def is_dns1123_label(value: str) -> bool:
+    """Lower-case alphanumerics and '-', starting and ending alphanumeric, at most 63."""
+    return len(value) <= 63 and _LABEL.fullmatch(value) is not None
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    """Dot-separated DNS-1123 labels, at most 253 characters in all."""
+    return 0 < len(value) <= 253 and all(is_dns1123_label(p) for p in value.split("."))
+
+
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_cidr(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def host_problem(host: str, *, wildcard: bool = True) -> str | None:
+    """Why ``host`` is not a valid (optionally wildcard-prefixed) host name, or None."""
+    if not host:
+        return "host must not be empty"
+    if is_ip(host):
+        return None
+    if "*" in host:
+        if not wildcard:
+            return f"host '{host}' must not contain a wildcard"
+        if host == "*":
+            return None
+        if not host.startswith("*.") or "*" in host[2:]:
+            return f"wildcard '*' is only allowed as the whole first label of '{host}' (*.example.com)"
+        host = host[2:]
+    if len(host) > 253:
+        return f"host '{host}' is longer than 253 characters"
+    for label in host.split("."):
+        if len(label) > 63 or _HOST_LABEL.fullmatch(label) is None:
+            return (
+                f"'{host}' is not a valid host name: label '{label}' must be 1-63 letters, "
+                "digits or '-', starting and ending with a letter or digit"
+            )
+    return None
+
+
+def regex_error(pattern: str) -> str | None:
+    """The RE2 error compiling ``pattern`` (Envoy's regex engine), or None if it compiles."""
+    if _re2 is None:  # pragma: no cover - fallback when google-re2 is not installed
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return str(exc)
+        return None
+    options = _re2.Options()
+    options.log_errors = False
+    try:
+        _re2.compile(pattern, options)
+    except _re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+    except UnicodeError:
+        return "pattern is not valid UTF-8 text"
+    return None
+
+
+def check_spec(kind: str, spec: Spec) -> list[Problem]:
+    """Every semantic problem in ``spec`` of ``kind`` (empty if it is fine)."""
+    checker = _CHECKERS.get(kind)
+    return checker(spec) if checker is not None else []
+
+
+def _hosts(hosts: list[str], path: str, *, wildcard: bool = True) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, host in enumerate(hosts):
+        reason = host_problem(host, wildcard=wildcard)
+        if reason:
+            problems.append(Problem(f"{path}[{i}]", reason, "write a host such as reviews, "
+                                    "reviews.prod.svc.cluster.local or *.example.com"))
+        elif host.lower() in seen:
+            problems.append(Problem(f"{path}[{i}]", f"duplicate host '{host}' "
+                                    f"(same as {path}[{seen[host.lower()]}])",
+                                    "list each host once"))
+        else:
+            seen[host.lower()] = i
+    return problems
+
+
+def _virtual_service(spec: Spec) -> list[Problem]:
+    assert isinstance(spec, VirtualServiceSpec)
+    problems = _hosts(spec.hosts, "spec.hosts")
+    for i, gateway in enumerate(spec.gateways):
+        if gateway != "mesh":
+            problems.append(Problem(
+                f"spec.gateways[{i}]",
+                f"gateway '{gateway}' is not supported yet; only 'mesh' (the sidecars) is",
+                f"remove it or write 'mesh'; Gateway support is planned (see {_FIELDS_DOC})",
+            ))
+    for i, route in enumerate(spec.http):
+        problems += _http_route(route, f"spec.http[{i}]")
+    return problems
+
+
+def _http_route(route: HTTPRoute, path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for j, match in enumerate(route.match):
+        problems += _match(match, f"{path}.match[{j}]")
+    if not route.route:
+        problems.append(Problem(
+            f"{path}.route", "HTTP route has no destinations",
+            "add `route:` with at least one `- destination: {host: <service>}`",
+        ))
+        return problems
+    for k, dest in enumerate(route.route):
+        reason = host_problem(dest.destination.host, wildcard=False)
+        if reason:
+            problems.append(Problem(f"{path}.route[{k}].destination.host", reason,
+                                    "name one service, e.g. reviews or reviews.prod.svc.cluster.local"))
+    weights = [d.weight for d in route.route]
+    if len(weights) == 1:
+        if weights[0] not in (None, 100):
+            problems.append(Problem(
+                f"{path}.route[0].weight",
+                f"the only destination gets all traffic, so its weight must be 100, got {weights[0]}",
+                "remove 'weight' or set it to 100",
+            ))
+        return problems
+    missing = [k for k, w in enumerate(weights) if w is None]
+    if missing:
+        which = ", ".join(f"route[{k}]" for k in missing)
+        problems.append(Problem(
+            f"{path}.route",
+            f"{which} has no weight; with {len(weights)} destinations every one needs a weight "
+            "and the weights must add up to 100",
+            "set 'weight' on every destination, e.g. " + " and ".join(
+                str(w) for w in _even_split(len(weights))),
+        ))
+        return problems
+    total = sum(w for w in weights if w is not None)
+    if total != 100:
+        terms = " + ".join(str(w) for w in weights)
+        change = "add" if total < 100 else "remove"
+        problems.append(Problem(
+            f"{path}.route",
+            f"destination weights add up to {total} ({terms}), not 100",
+            f"adjust the weights so they add up to exactly 100 ({change} {abs(100 - total)})",
+        ))
+    return problems
+
+
+def _even_split(count: int) -> list[int]:
+    base = 100 // count
+    return [base + (1 if i < 100 - base * count else 0) for i in range(count)]
+
+
+def _match(match: HTTPMatchRequest, path: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for name in ("uri", "scheme", "method", "authority"):
+        problems += _string_match(getattr(match, name), f"{path}.{name}")
+    header_maps = {"headers": match.headers, "withoutHeaders": match.without_headers}
+    for alias, headers in header_maps.items():
+        for header, string_match in headers.items():
+            where = f"{path}.{alias}.{header}"
+            if _HEADER_NAME.fullmatch(header) is None:
+                fixed = header.lower()
+                hint = (f"write it in lower case: '{fixed}'" if _HEADER_NAME.fullmatch(fixed)
+                        else "use only lower-case letters, digits and !#$%&'*+-.^_`|~")
+                problems.append(Problem(
+                    where,
+                    f"header name '{header}' must be lower case and made of HTTP token characters",
+                    hint,
+                ))
+            problems += _string_match(string_match, where)
+    for param, string_match in match.query_params.items():
+        problems += _string_match(string_match, f"{path}.queryParams.{param}")
+    return problems
+
+
+def _string_match(string_match: StringMatch | None, path: str) -> list[Problem]:
+    if string_match is None or string_match.regex is None:
+        return []
+    error = regex_error(string_match.regex)
+    if error is None:
+        return []
+    return [Problem(
+        f"{path}.regex",
+        f"invalid RE2 regular expression {string_match.regex!r}: {error}",
+        "fix the pattern; Envoy uses RE2, which has no lookaround (?=...) or backreferences \\1",
+    )]
+
+
+def _destination_rule(spec: Spec) -> list[Problem]:
+    assert isinstance(spec, DestinationRuleSpec)
+    problems: list[Problem] = []
+    reason = host_problem(spec.host)
+    if reason:
+        problems.append(Problem("spec.host", reason, "write a host such as reviews"))
+    seen: dict[str, int] = {}
+    for i, subset in enumerate(spec.subsets):
+        path = f"spec.subsets[{i}]"
+        if not is_dns1123_label(subset.name):
+            problems.append(Problem(
+                f"{path}.name", f"subset name '{subset.name}' is not a DNS-1123 label",
+                "use lower-case letters, digits and '-', at most 63 characters (e.g. v1)",
+            ))
+        if subset.name in seen:
+            problems.append(Problem(
+                f"{path}.name", f"duplicate subset name '{subset.name}' "
+                f"(also spec.subsets[{seen[subset.name]}])", "give each subset a unique name",
+            ))
+        seen.setdefault(subset.name, i)
+        if not subset.labels:
+            problems.append(Problem(
+                f"{path}.labels", f"subset '{subset.name}' has no labels, so it would select "
+                "every endpoint of the host", "add labels that pick its workloads, e.g. version: v1",
+            ))
+    return problems
+
+
+def _service_entry(spec: Spec) -> list[Problem]:
+    assert isinstance(spec, ServiceEntrySpec)
+    resolution = spec.resolution
+    dns = resolution in ("DNS", "DNS_ROUND_ROBIN")
+    problems = _hosts(spec.hosts, "spec.hosts")
+    if dns:
+        for i, host in enumerate(spec.hosts):
+            if "*" in host:
+                problems.append(Problem(
+                    f"spec.hosts[{i}]", f"wildcard host '{host}' cannot be resolved with "
+                    f"resolution {resolution}", "use a concrete host name, or resolution NONE",
+                ))
+    for i, address in enumerate(spec.addresses):
+        if not _is_cidr(address):
+            problems.append(Problem(f"spec.addresses[{i}]", f"'{address}' is not an IP address "
+                                    "or CIDR block", "write e.g. 10.0.0.5 or 10.0.0.0/24"))
+    if not spec.ports and resolution != "NONE":
+        problems.append(Problem(
+            "spec.ports", f"a ServiceEntry with resolution {resolution} needs at least one port",
+            "add e.g. `ports: [{number: 443, name: https, protocol: HTTPS}]`",
+        ))
+    problems += _unique_ports(spec)
+    port_names = {p.name for p in spec.ports if p.name}
+    if resolution == "STATIC" and not spec.endpoints:
+        problems.append(Problem(
+            "spec.endpoints", "resolution STATIC needs endpoints with IP addresses",
+            "add `endpoints: [{address: 10.0.0.5}]` (workloadSelector is not enforced yet)",
+        ))
+    if resolution == "NONE" and spec.endpoints:
+        problems.append(Problem(
+            "spec.endpoints", "endpoints are not used with resolution NONE",
+            "remove 'endpoints', or set resolution to STATIC (IPs) or DNS (host names)",
+        ))
+    for k, endpoint in enumerate(spec.endpoints):
+        path = f"spec.endpoints[{k}]"
+        if resolution == "STATIC" and not is_ip(endpoint.address):
+            problems.append(Problem(
+                f"{path}.address", f"resolution STATIC needs an IP address, got '{endpoint.address}'",
+                "write an IP address, or use resolution DNS for host names",
+            ))
+        elif dns and (not endpoint.address or host_problem(endpoint.address, wildcard=False)):
+            problems.append(Problem(
+                f"{path}.address", f"'{endpoint.address}' is not a host name or IP address",
+                "write e.g. api.example.com or 10.0.0.5",
+            ))
+        problems += _endpoint_ports(endpoint.ports, f"{path}.ports", port_names)
+    return problems
+
+
+def _unique_ports(spec: ServiceEntrySpec) -> list[Problem]:
+    problems: list[Problem] = []
+    numbers: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for i, port in enumerate(spec.ports):
+        if port.number in numbers:
+            problems.append(Problem(
+                f"spec.ports[{i}].number", f"port {port.number} is listed twice "
+                f"(also spec.ports[{numbers[port.number]}])", "list each port number once",
+            ))
+        numbers.setdefault(port.number, i)
+        if port.name and port.name in names:
+            problems.append(Problem(
+                f"spec.ports[{i}].name", f"port name '{port.name}' is used twice "
+                f"(also spec.ports[{names[port.name]}])", "give each port a unique name",
+            ))
+        if port.name:
+            names.setdefault(port.name, i)
+    return problems
+
+
+def _endpoint_ports(ports: Mapping[str, int], path: str, known: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, number in ports.items():
+        if name not in known:
+            choices = ", ".join(sorted(known)) or "none are named"
+            problems.append(Problem(
+                f"{path}.{name}", f"endpoint port '{name}' is not a port name of this ServiceEntry",
+                f"use one of the names in spec.ports ({choices})",
+            ))
+        problems += _port_number(number, f"{path}.{name}")
+    return problems
+
+
+def _port_number(number: int, path: str) -> list[Problem]:
+    if 1 <= number <= 65535:
+        return []
+    return [Problem(path, f"port {number} is out of range", "use a port between 1 and 65535")]
+
+
+def _workload_entry(spec: Spec) -> list[Problem]:
+    assert isinstance(spec, WorkloadEntrySpec)
+    problems: list[Problem] = []
+    if not spec.address:
+        problems.append(Problem("spec.address", "missing required field 'address'",
+                                "add the workload's IP address or host name, e.g. address: 10.0.0.5"))
+    elif host_problem(spec.address, wildcard=False):
+        problems.append(Problem("spec.address", f"'{spec.address}' is not an IP address or "
+                                "host name", "write e.g. 10.0.0.5 or vm1.example.com"))
+    for name, number in spec.ports.items():
+        problems += _port_number(number, f"spec.ports.{name}")
+    return problems
+
+
+_CHECKERS: dict[str, Callable[[Spec], list[Problem]]] = {
+    "VirtualService": _virtual_service,
+    "DestinationRule": _destination_rule,
+    "ServiceEntry": _service_entry,
+    "WorkloadEntry": _workload_entry,
+}

@@ -1,0 +1,102 @@
+"""Wiring: one asyncio TaskGroup owns the ADS server, the REST API, the debouncer and the
+lease reaper of a control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+import uvicorn
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..errors import NovameshError
+from ..settings import Settings
+from ..store.sqlite import SqliteStore
+from .mesh import Mesh
+
+__all__ = ["ControlPlane", "run_control_plane"]
+
+log = logging.getLogger(__name__)
+
+
+class ControlPlane:
+    """A running control plane: ``await cp.run()`` until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.clock = clock
+        data = Path(settings.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteStore(data / "store.db", clock=clock)
+        self.mesh = Mesh(settings, self.store, clock=clock)
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _reap_leases(self) -> None:
+        interval = max(0.2, min(1.0, self.settings.lease_ttl / 5))
+        while True:
+            gone = self.mesh.registry.expire()
+            for w in gone:
+                log.info("lease of workload %s (%s.%s %s) expired; endpoints removed", w.id, w.service, w.namespace, w.address)
+            await self.clock.sleep(interval)
+
+    async def run(self) -> None:
+        from ..api.app import create_app
+
+        s = self.settings
+        self.mesh.push()  # the first snapshot exists before any proxy can connect
+        grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", int(s.xds_keepalive * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.mesh.xds, grpc_server)
+        bound = grpc_server.add_insecure_port(f"{s.bind_host}:{s.xds_port}")
+        if not bound:
+            raise NovameshError(f"cannot listen for xDS on {s.bind_host}:{s.xds_port} (port in use?); pass --xds-port")
+        api = uvicorn.Server(
+            uvicorn.Config(create_app(self.mesh), host=s.bind_host, port=s.http_port, log_level="warning", lifespan="off", access_log=False)
+        )
+        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        await grpc_server.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                api_task = tg.create_task(api.serve(), name="rest-api")
+                debounce = tg.create_task(self.mesh.debouncer.run(self.mesh.push), name="debounce")
+                reaper = tg.create_task(self._reap_leases(), name="lease-reaper")
+                while not api.started and not api_task.done():
+                    await asyncio.sleep(0.02)
+                if api_task.done():
+                    raise NovameshError(f"cannot serve the REST API on {s.bind_host}:{s.http_port} (port in use?); pass --http-port")
+                self.ready.set()
+                log.info("control plane ready: xDS %s:%d, API http://%s:%d, data %s", s.bind_host, s.xds_port, s.bind_host, s.http_port, s.data_dir)
+                await self._stop.wait()
+                api.should_exit = True
+                reaper.cancel()
+                debounce.cancel()
+        finally:
+            await grpc_server.stop(grace=1.0)
+            self.store.close()
+
+
+def run_control_plane(settings: Settings) -> None:
+    """Blocking entry point used by ``novamesh control-plane``: runs until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        cp = ControlPlane(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, cp.stop)
+        await cp.run()
+
+    asyncio.run(main())

@@ -1,0 +1,320 @@
+"""ADS server (state of the world) with per-proxy, per-type ACK/NACK tracking.
+
+Per connection, one coroutine processes everything in order (requests from Envoy and "new
+snapshot" wake-ups), so connection state needs no locks. Push order is make-before-break:
+
+1. CDS: the new clusters plus every cluster sent before (old routes may still use them);
+2. EDS: answered as soon as Envoy subscribes to the new clusters' names;
+3. LDS and RDS: only once CDS is acknowledged and EDS covers the new clusters (or a deadline
+   passes), so no route ever points at a cluster Envoy has not warmed;
+4. CDS again without the stale clusters, once LDS and RDS are acknowledged.
+
+A version Envoy rejected (NACK) is recorded with Envoy's error and not sent again; the next
+different version is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import json_format
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..model.proxy import METADATA_KEY, Proxy
+from ..model.snapshot import MeshSnapshot
+from ..translate import SHORT_NAMES, XDS_ORDER, T
+from .cache import Packed, ProxyView, TranslationCache
+
+__all__ = ["XdsServer", "TypeState", "Connection"]
+
+log = logging.getLogger(__name__)
+
+_WILDCARD_TYPES = (T.CLUSTER, T.LISTENER)
+_PUSH = object()
+_END = object()
+
+
+@dataclass
+class TypeState:
+    """What one proxy has of one xDS type."""
+
+    subscribed: bool = False
+    names: frozenset[str] | None = None  # None: wildcard
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent: dict[str, str] = field(default_factory=dict)  # name -> digest
+    acked_version: str = ""
+    nack_version: str = ""
+    nack_error: str = ""
+    sent_at: float = 0.0
+    acked_at: float = 0.0
+
+    def status(self, desired_version: str | None) -> str:
+        if not self.sent_version:
+            return "NOT SENT"
+        if self.nack_version and self.nack_version == self.sent_version:
+            return "NACK"
+        if self.acked_version == self.sent_version and (desired_version is None or desired_version == self.sent_version):
+            return "SYNCED"
+        return "STALE"
+
+
+@dataclass
+class Connection:
+    """One ADS stream."""
+
+    id: int
+    proxy: Proxy
+    peer: str
+    connected_at: float
+    inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    types: dict[str, TypeState] = field(default_factory=lambda: {t: TypeState() for t in XDS_ORDER})
+    stale_clusters: bool = False
+    sent_clusters: dict[str, Packed] = field(default_factory=dict)
+    gate_deadline: float = 0.0
+    gate_timer: asyncio.TimerHandle | None = None
+
+
+def _version(entries: dict[str, Packed]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(entries):
+        h.update(name.encode())
+        h.update(entries[name].digest.encode())
+    return h.hexdigest()[:12]
+
+
+def _proxy_from_node(node: Any) -> Proxy:
+    md = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
+    meta = md.get(METADATA_KEY)
+    if isinstance(meta, dict) and meta.get("id"):
+        return Proxy.from_metadata(meta)
+    # A plain Envoy (no novamesh agent): program it as a client-only sidecar.
+    parts = node.id.split("~")
+    ns = parts[3].split(".")[0] if len(parts) == 4 and parts[3] else "default"
+    return Proxy(id=node.id or "unknown", namespace=ns, address=parts[1] if len(parts) == 4 else "127.0.0.1")
+
+
+class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    """The ADS servicer. Call :meth:`update` with each new snapshot."""
+
+    def __init__(self, cache: TranslationCache, *, clock: Clock = SYSTEM_CLOCK, gate_timeout: float = 5.0) -> None:
+        self.cache = cache
+        self._clock = clock
+        self._gate_timeout = gate_timeout
+        self._conns: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._nonces = itertools.count(1)
+        self.pushes: dict[str, int] = {SHORT_NAMES[t]: 0 for t in XDS_ORDER}
+        self.nacks = 0
+        self.last_nack: dict[str, str] = {}
+
+    # -- public ---------------------------------------------------------------------------
+    def update(self, snapshot: MeshSnapshot) -> None:
+        """Install a new snapshot and wake every connection."""
+        self.cache.set_snapshot(snapshot)
+        for conn in self._conns.values():
+            conn.inbox.put_nowait(_PUSH)
+
+    def connections(self) -> list[Connection]:
+        return sorted(self._conns.values(), key=lambda c: (c.proxy.namespace, c.proxy.service, c.proxy.id))
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per proxy and type: SYNCED / STALE / NACK / NOT SENT, with versions and errors."""
+        out = []
+        for conn in self.connections():
+            view = self.cache.view(conn.proxy)
+            types = {}
+            for t in XDS_ORDER:
+                st = conn.types[t]
+                desired = self._desired(conn, t, view)
+                types[SHORT_NAMES[t]] = {
+                    "status": st.status(_version(desired) if st.subscribed else None),
+                    "sent_version": st.sent_version,
+                    "acked_version": st.acked_version,
+                    "error": st.nack_error if st.nack_version == st.sent_version and st.nack_version else "",
+                }
+            p = conn.proxy
+            out.append(
+                {
+                    "id": p.id,
+                    "kind": p.kind,
+                    "service": p.service,
+                    "namespace": p.namespace,
+                    "version": p.version,
+                    "address": p.address,
+                    "peer": conn.peer,
+                    "connected": True,
+                    "types": types,
+                }
+            )
+        return out
+
+    # -- gRPC -----------------------------------------------------------------------------
+    async def StreamAggregatedResources(  # noqa: N802 (gRPC method name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        conn: Connection | None = None
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def reader() -> None:
+            try:
+                async for req in request_iterator:
+                    inbox.put_nowait(req)
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                pass
+            finally:
+                inbox.put_nowait(_END)
+
+        read_task = asyncio.create_task(reader(), name="ads-reader")
+        try:
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    return
+                if item is _PUSH:
+                    if conn is not None:
+                        await self._sync(conn, context, forced=set())
+                    continue
+                req: discovery_pb2.DiscoveryRequest = item
+                if conn is None:
+                    proxy = _proxy_from_node(req.node)
+                    conn = Connection(next(self._ids), proxy, context.peer(), self._clock.time(), inbox=inbox)
+                    self._conns[conn.id] = conn
+                    log.info("proxy %s (%s.%s) connected from %s", proxy.id, proxy.service, proxy.namespace, conn.peer)
+                forced = self._on_request(conn, req)
+                await self._sync(conn, context, forced)
+        finally:
+            read_task.cancel()
+            if conn is not None:
+                if conn.gate_timer is not None:
+                    conn.gate_timer.cancel()
+                self._conns.pop(conn.id, None)
+                log.info("proxy %s disconnected", conn.proxy.id)
+
+    # -- protocol -------------------------------------------------------------------------
+    def _on_request(self, conn: Connection, req: discovery_pb2.DiscoveryRequest) -> set[str]:
+        t = req.type_url
+        if t not in conn.types:
+            log.debug("proxy %s asked for unsupported type %s", conn.proxy.id, t)
+            return set()
+        st = conn.types[t]
+        if req.response_nonce:
+            if req.response_nonce != st.sent_nonce:
+                return set()  # stale: an answer to a response that has since been superseded
+            if req.HasField("error_detail") and (req.error_detail.code or req.error_detail.message):
+                st.nack_version = st.sent_version
+                st.nack_error = req.error_detail.message
+                self.nacks += 1
+                self.last_nack[conn.proxy.id] = st.nack_error
+                log.warning("proxy %s rejected %s version %s: %s", conn.proxy.id, SHORT_NAMES[t], st.sent_version, st.nack_error)
+            else:
+                st.acked_version = req.version_info
+                st.acked_at = self._clock.time()
+        names = None if (t in _WILDCARD_TYPES and not req.resource_names) else frozenset(req.resource_names)
+        forced: set[str] = set()
+        if not st.subscribed or names != st.names or not req.response_nonce:
+            forced.add(t)
+        st.subscribed = True
+        st.names = names
+        return forced
+
+    def _desired(self, conn: Connection, t: str, view: ProxyView) -> dict[str, Packed]:
+        available = view.get(t, {})
+        st = conn.types[t]
+        if st.names is None:
+            return available
+        return {n: available[n] for n in sorted(st.names) if n in available}
+
+    def _gate_open(self, conn: Connection, view: ProxyView) -> bool:
+        """True when LDS/RDS may be sent: clusters acknowledged and their endpoints served."""
+        cds, eds = conn.types[T.CLUSTER], conn.types[T.ENDPOINT]
+        if self._clock.monotonic() >= conn.gate_deadline > 0:
+            return True
+        if not cds.sent_version:
+            return False
+        if cds.acked_version != cds.sent_version and cds.nack_version != cds.sent_version:
+            return False
+        eds_names = {n for n, p in view.get(T.ENDPOINT, {}).items() if n in cds.sent}
+        if eds_names and (eds.names is None or not eds_names <= eds.names):
+            return False
+        return True
+
+    async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: dict[str, Packed]) -> None:
+        st = conn.types[t]
+        version = _version(entries)
+        nonce = str(next(self._nonces))
+        resp = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=t, nonce=nonce, resources=[p.any for p in entries.values()]
+        )
+        st.sent_version, st.sent_nonce = version, nonce
+        st.sent = {n: p.digest for n, p in entries.items()}
+        st.sent_at = self._clock.time()
+        if t == T.CLUSTER:
+            conn.sent_clusters = dict(entries)
+        self.pushes[SHORT_NAMES[t]] += 1
+        await context.write(resp)
+
+    async def _sync(self, conn: Connection, context: grpc.aio.ServicerContext, forced: set[str]) -> None:
+        """Bring the proxy towards the current snapshot, in make-before-break order."""
+        if self.cache.snapshot is None:
+            return
+        view = self.cache.view(conn.proxy)
+        cds = conn.types[T.CLUSTER]
+        # 1. clusters: new ones plus everything sent before (removed only once routes moved on)
+        if cds.subscribed:
+            desired = self._desired(conn, T.CLUSTER, view)
+            keep = {n: p for n, p in conn.sent_clusters.items() if n not in desired}
+            union = dict(sorted({**keep, **desired}.items()))
+            version = _version(union)
+            if (version != cds.sent_version or T.CLUSTER in forced) and version != cds.nack_version:
+                new_names = set(union) - set(cds.sent)
+                await self._send(conn, context, T.CLUSTER, union)
+                conn.stale_clusters = bool(keep)
+                if new_names:
+                    conn.gate_deadline = self._clock.monotonic() + self._gate_timeout
+                    self._arm_gate_timer(conn)
+        # 2. endpoints for whatever Envoy subscribed to
+        eds = conn.types[T.ENDPOINT]
+        if eds.subscribed:
+            desired = self._desired(conn, T.ENDPOINT, view)
+            version = _version(desired)
+            if (version != eds.sent_version or T.ENDPOINT in forced) and version != eds.nack_version:
+                await self._send(conn, context, T.ENDPOINT, desired)
+        # 3. listeners and routes, once clusters are warm
+        if not self._gate_open(conn, view):
+            return
+        conn.gate_deadline = 0.0
+        for t in (T.LISTENER, T.ROUTE):
+            st = conn.types[t]
+            if not st.subscribed:
+                continue
+            desired = self._desired(conn, t, view)
+            version = _version(desired)
+            if (version != st.sent_version or t in forced) and version != st.nack_version:
+                await self._send(conn, context, t, desired)
+        # 4. drop clusters nothing references any more
+        if conn.stale_clusters:
+            lds, rds = conn.types[T.LISTENER], conn.types[T.ROUTE]
+            settled = all(
+                (not s.subscribed) or s.acked_version == s.sent_version or s.nack_version == s.sent_version
+                for s in (lds, rds)
+            )
+            if settled:
+                desired = self._desired(conn, T.CLUSTER, view)
+                if _version(desired) != cds.nack_version:
+                    await self._send(conn, context, T.CLUSTER, desired)
+                conn.stale_clusters = False
+
+    def _arm_gate_timer(self, conn: Connection) -> None:
+        if conn.gate_timer is not None:
+            conn.gate_timer.cancel()
+        loop = asyncio.get_running_loop()
+        conn.gate_timer = loop.call_later(self._gate_timeout + 0.05, conn.inbox.put_nowait, _PUSH)
