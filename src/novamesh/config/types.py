@@ -131,7 +131,7 @@ PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "GRPC", "HTTP2", "GRPC-WEB", "MON
 
 class ServicePort(Spec):
     number: int = Field(ge=1, le=65535)
-    protocol: str = "TCP"
+    protocol: str = ""
     name: str = ""
     target_port: int | None = Field(default=None, ge=1, le=65535)
 

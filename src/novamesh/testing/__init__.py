@@ -1,1 +1,37 @@
-"""novamesh.testing."""
+"""Helpers shipped for tests and users.
+
+- :func:`wait_until` — poll a condition with a deadline (use it instead of ``sleep``).
+- :mod:`novamesh.testing.echo` — the echo app (:class:`EchoServer`, ``python -m
+  novamesh.testing.echo``): answers with its service, version, the path, headers and caller it saw.
+- :mod:`novamesh.testing.load` — :func:`run_load` (N requests, counted) and :class:`Traffic`
+  (steady background traffic that records every failure with its time).
+
+The heavier names are imported lazily so ``python -m novamesh.testing.echo`` does not import its own
+module twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .waiting import wait_until
+
+__all__ = ["wait_until", "EchoServer", "make_server", "run_load", "LoadResult", "Traffic", "Sample"]
+
+_LAZY = {
+    "EchoServer": "echo",
+    "make_server": "echo",
+    "run_load": "load",
+    "LoadResult": "load",
+    "Traffic": "load",
+    "Sample": "load",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'novamesh.testing' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
