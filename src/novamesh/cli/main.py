@@ -30,8 +30,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 CP_HELP = "Control-plane REST URL (env NOVAMESH_CONTROL_PLANE_URL; default http://127.0.0.1:15014)."
 ControlPlaneOpt = typer.Option(None, "--control-plane", "-c", help=CP_HELP, envvar="NOVAMESH_CONTROL_PLANE_URL")

@@ -9,6 +9,7 @@ as such rather than called unknown.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
@@ -19,16 +20,16 @@ from pydantic import BaseModel, ValidationError
 
 from ._paths import Problem, format_loc
 from .types import (
+    PROTOCOLS,
     DestinationRuleSpec,
     HTTPMatchRequest,
     HTTPRoute,
     HTTPRouteDestination,
-    PROTOCOLS,
     Subset,
     VirtualServiceSpec,
 )
 
-__all__ = ["NOT_YET_SUPPORTED", "schema_problems", "describe", "did_you_mean"]
+__all__ = ["NOT_YET_SUPPORTED", "schema_problems", "prune_invalid", "describe", "did_you_mean"]
 
 FIELDS_DOC = "docs/istio-fields.md"
 
@@ -238,3 +239,34 @@ def _unwrap_optional(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
+
+
+def prune_invalid(data: Any, error: ValidationError, prefix: str) -> tuple[Any, list[str]] | None:
+    """A copy of ``data`` without the mapping keys ``error`` complains about, and their paths.
+
+    Lets semantic checks still run on the rest of a document that has schema errors, so the
+    user sees every problem in one pass. Returns None when an error cannot be cut out without
+    changing list indices or removing a required field (the caller then skips those checks).
+    """
+    pruned = copy.deepcopy(data)
+    paths: list[str] = []
+    for entry in error.errors():
+        loc: tuple[str | int, ...] = tuple(entry["loc"])
+        if loc and loc[-1] == "[key]":
+            loc = loc[:-1]
+        if not loc or entry["type"] == "missing":
+            return None
+        container: Any = pruned
+        for part in loc[:-1]:
+            try:
+                container = container[part]
+            except (KeyError, IndexError, TypeError):
+                container = None  # an ancestor was already cut out
+                break
+        if container is None:
+            continue
+        if not isinstance(container, dict):
+            return None
+        container.pop(loc[-1], None)
+        paths.append(format_loc(loc, prefix))
+    return pruned, paths

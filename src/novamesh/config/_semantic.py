@@ -32,7 +32,7 @@ from .types import (
 )
 
 try:
-    import re2 as _re2
+    import re2 as _re2  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - google-re2 is a declared dependency
     _re2 = None
 
@@ -91,7 +91,9 @@ def host_problem(host: str, *, wildcard: bool = True) -> str | None:
         if host == "*":
             return None
         if not host.startswith("*.") or "*" in host[2:]:
-            return f"wildcard '*' is only allowed as the whole first label of '{host}' (*.example.com)"
+            return (
+                f"wildcard '*' is only allowed as the whole first label of '{host}' (*.example.com)"
+            )
         host = host[2:]
     if len(host) > 253:
         return f"host '{host}' is longer than 253 characters"
@@ -136,12 +138,21 @@ def _hosts(hosts: list[str], path: str, *, wildcard: bool = True) -> list[Proble
     for i, host in enumerate(hosts):
         reason = host_problem(host, wildcard=wildcard)
         if reason:
-            problems.append(Problem(f"{path}[{i}]", reason, "write a host such as reviews, "
-                                    "reviews.prod.svc.cluster.local or *.example.com"))
+            problems.append(
+                Problem(
+                    f"{path}[{i}]",
+                    reason,
+                    "write a host such as reviews, reviews.prod.svc.cluster.local or *.example.com",
+                )
+            )
         elif host.lower() in seen:
-            problems.append(Problem(f"{path}[{i}]", f"duplicate host '{host}' "
-                                    f"(same as {path}[{seen[host.lower()]}])",
-                                    "list each host once"))
+            problems.append(
+                Problem(
+                    f"{path}[{i}]",
+                    f"duplicate host '{host}' (same as {path}[{seen[host.lower()]}])",
+                    "list each host once",
+                )
+            )
         else:
             seen[host.lower()] = i
     return problems
@@ -152,11 +163,13 @@ def _virtual_service(spec: Spec) -> list[Problem]:
     problems = _hosts(spec.hosts, "spec.hosts")
     for i, gateway in enumerate(spec.gateways):
         if gateway != "mesh":
-            problems.append(Problem(
-                f"spec.gateways[{i}]",
-                f"gateway '{gateway}' is not supported yet; only 'mesh' (the sidecars) is",
-                f"remove it or write 'mesh'; Gateway support is planned (see {_FIELDS_DOC})",
-            ))
+            problems.append(
+                Problem(
+                    f"spec.gateways[{i}]",
+                    f"gateway '{gateway}' is not supported yet; only 'mesh' (the sidecars) is",
+                    f"remove it or write 'mesh'; Gateway support is planned (see {_FIELDS_DOC})",
+                )
+            )
     for i, route in enumerate(spec.http):
         problems += _http_route(route, f"spec.http[{i}]")
     return problems
@@ -167,45 +180,60 @@ def _http_route(route: HTTPRoute, path: str) -> list[Problem]:
     for j, match in enumerate(route.match):
         problems += _match(match, f"{path}.match[{j}]")
     if not route.route:
-        problems.append(Problem(
-            f"{path}.route", "HTTP route has no destinations",
-            "add `route:` with at least one `- destination: {host: <service>}`",
-        ))
+        problems.append(
+            Problem(
+                f"{path}.route",
+                "HTTP route has no destinations",
+                "add `route:` with at least one `- destination: {host: <service>}`",
+            )
+        )
         return problems
     for k, dest in enumerate(route.route):
         reason = host_problem(dest.destination.host, wildcard=False)
         if reason:
-            problems.append(Problem(f"{path}.route[{k}].destination.host", reason,
-                                    "name one service, e.g. reviews or reviews.prod.svc.cluster.local"))
+            problems.append(
+                Problem(
+                    f"{path}.route[{k}].destination.host",
+                    reason,
+                    "name one service, e.g. reviews or reviews.prod.svc.cluster.local",
+                )
+            )
     weights = [d.weight for d in route.route]
     if len(weights) == 1:
         if weights[0] not in (None, 100):
-            problems.append(Problem(
-                f"{path}.route[0].weight",
-                f"the only destination gets all traffic, so its weight must be 100, got {weights[0]}",
-                "remove 'weight' or set it to 100",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.route[0].weight",
+                    "the only destination gets all traffic, so its weight must be 100, "
+                    f"got {weights[0]}",
+                    "remove 'weight' or set it to 100",
+                )
+            )
         return problems
     missing = [k for k, w in enumerate(weights) if w is None]
     if missing:
         which = ", ".join(f"route[{k}]" for k in missing)
-        problems.append(Problem(
-            f"{path}.route",
-            f"{which} has no weight; with {len(weights)} destinations every one needs a weight "
-            "and the weights must add up to 100",
-            "set 'weight' on every destination, e.g. " + " and ".join(
-                str(w) for w in _even_split(len(weights))),
-        ))
+        problems.append(
+            Problem(
+                f"{path}.route",
+                f"{which} has no weight; with {len(weights)} destinations every one needs a weight "
+                "and the weights must add up to 100",
+                "set 'weight' on every destination, e.g. "
+                + " and ".join(str(w) for w in _even_split(len(weights))),
+            )
+        )
         return problems
     total = sum(w for w in weights if w is not None)
     if total != 100:
         terms = " + ".join(str(w) for w in weights)
         change = "add" if total < 100 else "remove"
-        problems.append(Problem(
-            f"{path}.route",
-            f"destination weights add up to {total} ({terms}), not 100",
-            f"adjust the weights so they add up to exactly 100 ({change} {abs(100 - total)})",
-        ))
+        problems.append(
+            Problem(
+                f"{path}.route",
+                f"destination weights add up to {total} ({terms}), not 100",
+                f"adjust the weights so they add up to exactly 100 ({change} {abs(100 - total)})",
+            )
+        )
     return problems
 
 
@@ -224,13 +252,19 @@ def _match(match: HTTPMatchRequest, path: str) -> list[Problem]:
             where = f"{path}.{alias}.{header}"
             if _HEADER_NAME.fullmatch(header) is None:
                 fixed = header.lower()
-                hint = (f"write it in lower case: '{fixed}'" if _HEADER_NAME.fullmatch(fixed)
-                        else "use only lower-case letters, digits and !#$%&'*+-.^_`|~")
-                problems.append(Problem(
-                    where,
-                    f"header name '{header}' must be lower case and made of HTTP token characters",
-                    hint,
-                ))
+                hint = (
+                    f"write it in lower case: '{fixed}'"
+                    if _HEADER_NAME.fullmatch(fixed)
+                    else "use only lower-case letters, digits and !#$%&'*+-.^_`|~"
+                )
+                problems.append(
+                    Problem(
+                        where,
+                        f"header name '{header}' must be lower case and made of HTTP token "
+                        "characters",
+                        hint,
+                    )
+                )
             problems += _string_match(string_match, where)
     for param, string_match in match.query_params.items():
         problems += _string_match(string_match, f"{path}.queryParams.{param}")
@@ -243,11 +277,14 @@ def _string_match(string_match: StringMatch | None, path: str) -> list[Problem]:
     error = regex_error(string_match.regex)
     if error is None:
         return []
-    return [Problem(
-        f"{path}.regex",
-        f"invalid RE2 regular expression {string_match.regex!r}: {error}",
-        "fix the pattern; Envoy uses RE2, which has no lookaround (?=...) or backreferences \\1",
-    )]
+    return [
+        Problem(
+            f"{path}.regex",
+            f"invalid RE2 regular expression {string_match.regex!r}: {error}",
+            "fix the pattern; Envoy uses RE2, which has no lookaround (?=...) "
+            "or backreferences (\\1)",
+        )
+    ]
 
 
 def _destination_rule(spec: Spec) -> list[Problem]:
@@ -260,21 +297,32 @@ def _destination_rule(spec: Spec) -> list[Problem]:
     for i, subset in enumerate(spec.subsets):
         path = f"spec.subsets[{i}]"
         if not is_dns1123_label(subset.name):
-            problems.append(Problem(
-                f"{path}.name", f"subset name '{subset.name}' is not a DNS-1123 label",
-                "use lower-case letters, digits and '-', at most 63 characters (e.g. v1)",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.name",
+                    f"subset name '{subset.name}' is not a DNS-1123 label",
+                    "use lower-case letters, digits and '-', at most 63 characters (e.g. v1)",
+                )
+            )
         if subset.name in seen:
-            problems.append(Problem(
-                f"{path}.name", f"duplicate subset name '{subset.name}' "
-                f"(also spec.subsets[{seen[subset.name]}])", "give each subset a unique name",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.name",
+                    f"duplicate subset name '{subset.name}' "
+                    f"(also spec.subsets[{seen[subset.name]}])",
+                    "give each subset a unique name",
+                )
+            )
         seen.setdefault(subset.name, i)
         if not subset.labels:
-            problems.append(Problem(
-                f"{path}.labels", f"subset '{subset.name}' has no labels, so it would select "
-                "every endpoint of the host", "add labels that pick its workloads, e.g. version: v1",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.labels",
+                    f"subset '{subset.name}' has no labels, so it would select "
+                    "every endpoint of the host",
+                    "add labels that pick its workloads, e.g. version: v1",
+                )
+            )
     return problems
 
 
@@ -286,43 +334,66 @@ def _service_entry(spec: Spec) -> list[Problem]:
     if dns:
         for i, host in enumerate(spec.hosts):
             if "*" in host:
-                problems.append(Problem(
-                    f"spec.hosts[{i}]", f"wildcard host '{host}' cannot be resolved with "
-                    f"resolution {resolution}", "use a concrete host name, or resolution NONE",
-                ))
+                problems.append(
+                    Problem(
+                        f"spec.hosts[{i}]",
+                        f"wildcard host '{host}' cannot be resolved with resolution {resolution}",
+                        "use a concrete host name, or resolution NONE",
+                    )
+                )
     for i, address in enumerate(spec.addresses):
         if not _is_cidr(address):
-            problems.append(Problem(f"spec.addresses[{i}]", f"'{address}' is not an IP address "
-                                    "or CIDR block", "write e.g. 10.0.0.5 or 10.0.0.0/24"))
+            problems.append(
+                Problem(
+                    f"spec.addresses[{i}]",
+                    f"'{address}' is not an IP address or CIDR block",
+                    "write e.g. 10.0.0.5 or 10.0.0.0/24",
+                )
+            )
     if not spec.ports and resolution != "NONE":
-        problems.append(Problem(
-            "spec.ports", f"a ServiceEntry with resolution {resolution} needs at least one port",
-            "add e.g. `ports: [{number: 443, name: https, protocol: HTTPS}]`",
-        ))
+        problems.append(
+            Problem(
+                "spec.ports",
+                f"a ServiceEntry with resolution {resolution} needs at least one port",
+                "add e.g. `ports: [{number: 443, name: https, protocol: HTTPS}]`",
+            )
+        )
     problems += _unique_ports(spec)
     port_names = {p.name for p in spec.ports if p.name}
     if resolution == "STATIC" and not spec.endpoints:
-        problems.append(Problem(
-            "spec.endpoints", "resolution STATIC needs endpoints with IP addresses",
-            "add `endpoints: [{address: 10.0.0.5}]` (workloadSelector is not enforced yet)",
-        ))
+        problems.append(
+            Problem(
+                "spec.endpoints",
+                "resolution STATIC needs endpoints with IP addresses",
+                "add `endpoints: [{address: 10.0.0.5}]` (workloadSelector is not enforced yet)",
+            )
+        )
     if resolution == "NONE" and spec.endpoints:
-        problems.append(Problem(
-            "spec.endpoints", "endpoints are not used with resolution NONE",
-            "remove 'endpoints', or set resolution to STATIC (IPs) or DNS (host names)",
-        ))
+        problems.append(
+            Problem(
+                "spec.endpoints",
+                "endpoints are not used with resolution NONE",
+                "remove 'endpoints', or set resolution to STATIC (IPs) or DNS (host names)",
+            )
+        )
     for k, endpoint in enumerate(spec.endpoints):
         path = f"spec.endpoints[{k}]"
         if resolution == "STATIC" and not is_ip(endpoint.address):
-            problems.append(Problem(
-                f"{path}.address", f"resolution STATIC needs an IP address, got '{endpoint.address}'",
-                "write an IP address, or use resolution DNS for host names",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.address",
+                    f"resolution STATIC needs an IP address, got '{endpoint.address}'",
+                    "write an IP address, or use resolution DNS for host names",
+                )
+            )
         elif dns and (not endpoint.address or host_problem(endpoint.address, wildcard=False)):
-            problems.append(Problem(
-                f"{path}.address", f"'{endpoint.address}' is not a host name or IP address",
-                "write e.g. api.example.com or 10.0.0.5",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.address",
+                    f"'{endpoint.address}' is not a host name or IP address",
+                    "write e.g. api.example.com or 10.0.0.5",
+                )
+            )
         problems += _endpoint_ports(endpoint.ports, f"{path}.ports", port_names)
     return problems
 
@@ -333,16 +404,22 @@ def _unique_ports(spec: ServiceEntrySpec) -> list[Problem]:
     names: dict[str, int] = {}
     for i, port in enumerate(spec.ports):
         if port.number in numbers:
-            problems.append(Problem(
-                f"spec.ports[{i}].number", f"port {port.number} is listed twice "
-                f"(also spec.ports[{numbers[port.number]}])", "list each port number once",
-            ))
+            problems.append(
+                Problem(
+                    f"spec.ports[{i}].number",
+                    f"port {port.number} is listed twice (also spec.ports[{numbers[port.number]}])",
+                    "list each port number once",
+                )
+            )
         numbers.setdefault(port.number, i)
         if port.name and port.name in names:
-            problems.append(Problem(
-                f"spec.ports[{i}].name", f"port name '{port.name}' is used twice "
-                f"(also spec.ports[{names[port.name]}])", "give each port a unique name",
-            ))
+            problems.append(
+                Problem(
+                    f"spec.ports[{i}].name",
+                    f"port name '{port.name}' is used twice (also spec.ports[{names[port.name]}])",
+                    "give each port a unique name",
+                )
+            )
         if port.name:
             names.setdefault(port.name, i)
     return problems
@@ -353,10 +430,13 @@ def _endpoint_ports(ports: Mapping[str, int], path: str, known: set[str]) -> lis
     for name, number in ports.items():
         if name not in known:
             choices = ", ".join(sorted(known)) or "none are named"
-            problems.append(Problem(
-                f"{path}.{name}", f"endpoint port '{name}' is not a port name of this ServiceEntry",
-                f"use one of the names in spec.ports ({choices})",
-            ))
+            problems.append(
+                Problem(
+                    f"{path}.{name}",
+                    f"endpoint port '{name}' is not a port name of this ServiceEntry",
+                    f"use one of the names in spec.ports ({choices})",
+                )
+            )
         problems += _port_number(number, f"{path}.{name}")
     return problems
 
@@ -371,11 +451,21 @@ def _workload_entry(spec: Spec) -> list[Problem]:
     assert isinstance(spec, WorkloadEntrySpec)
     problems: list[Problem] = []
     if not spec.address:
-        problems.append(Problem("spec.address", "missing required field 'address'",
-                                "add the workload's IP address or host name, e.g. address: 10.0.0.5"))
+        problems.append(
+            Problem(
+                "spec.address",
+                "missing required field 'address'",
+                "add the workload's IP address or host name, e.g. address: 10.0.0.5",
+            )
+        )
     elif host_problem(spec.address, wildcard=False):
-        problems.append(Problem("spec.address", f"'{spec.address}' is not an IP address or "
-                                "host name", "write e.g. 10.0.0.5 or vm1.example.com"))
+        problems.append(
+            Problem(
+                "spec.address",
+                f"'{spec.address}' is not an IP address or host name",
+                "write e.g. 10.0.0.5 or vm1.example.com",
+            )
+        )
     for name, number in spec.ports.items():
         problems += _port_number(number, f"spec.ports.{name}")
     return problems

@@ -19,6 +19,7 @@ typed values. Cross-document checks live in :mod:`novamesh.config.validate`.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +30,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError, Violation
 from ._paths import LineMap, Problem, join, map_lines, parent
-from ._schema import describe, did_you_mean, schema_problems
+from ._schema import describe, did_you_mean, prune_invalid, schema_problems
 from ._semantic import check_spec, is_dns1123_label, is_dns1123_subdomain
 from .names import canonical_kind
 from .resource import Resource, Source
@@ -104,31 +105,43 @@ def read_paths(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CONFIG_SUFFIXES
             )
             if not files:
-                violations.append(Violation(
-                    f"directory has no {', '.join(CONFIG_SUFFIXES)} files", file=str(path),
-                    hint="point at the directory holding your config, or name the files",
-                ))
+                violations.append(
+                    Violation(
+                        f"directory has no {', '.join(CONFIG_SUFFIXES)} files",
+                        file=str(path),
+                        hint="point at the directory holding your config, or name the files",
+                    )
+                )
         elif path.exists():
             files = [path]
         else:
-            violations.append(Violation(
-                "no such file or directory", file=str(path),
-                hint="check the path (relative paths start from the current directory)",
-            ))
+            violations.append(
+                Violation(
+                    "no such file or directory",
+                    file=str(path),
+                    hint="check the path (relative paths start from the current directory)",
+                )
+            )
             continue
         for file in files:
             try:
                 found.append((str(file), file.read_text(encoding="utf-8")))
             except UnicodeDecodeError as exc:
-                violations.append(Violation(
-                    f"file is not UTF-8 text (byte {exc.start})", file=str(file),
-                    hint="save the file as UTF-8",
-                ))
+                violations.append(
+                    Violation(
+                        f"file is not UTF-8 text (byte {exc.start})",
+                        file=str(file),
+                        hint="save the file as UTF-8",
+                    )
+                )
             except OSError as exc:
-                violations.append(Violation(
-                    f"cannot read file: {exc.strerror or exc}", file=str(file),
-                    hint="check the file's permissions",
-                ))
+                violations.append(
+                    Violation(
+                        f"cannot read file: {exc.strerror or exc}",
+                        file=str(file),
+                        hint="check the file's permissions",
+                    )
+                )
     if violations:
         raise ConfigError(violations, summary="cannot read config")
     return found
@@ -158,11 +171,17 @@ def parse_documents(
     except yaml.YAMLError as exc:
         violations.append(_yaml_violation(exc, content, file, index + 1))
     except RecursionError:
-        violations.append(Violation(
-            "YAML is nested too deeply to read", file=file, document=index + 1,
-            hint="flatten the document; config never needs hundreds of nesting levels",
-        ))
+        violations.append(
+            Violation(
+                "YAML is nested too deeply to read",
+                file=file,
+                document=index + 1,
+                hint="flatten the document; config never needs hundreds of nesting levels",
+            )
+        )
     if violations:
+        # Reading order: by document, then by line (schema and semantic checks interleave).
+        violations.sort(key=lambda v: (v.document if v.document is not None else -1, v.line or 0))
         raise ConfigError(violations)
     return resources
 
@@ -170,7 +189,7 @@ def parse_documents(
 def parse_manifest(
     manifest: dict[str, Any],
     *,
-    source: Source = Source(),
+    source: Source = Source(),  # noqa: B008 - Source is frozen, so sharing it is safe
     default_namespace: str = "default",
     line_of: LineOf | None = None,
 ) -> Resource:
@@ -227,12 +246,17 @@ def _document(
         data = yaml.SafeLoader("").construct_document(node)
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
         mark = getattr(exc, "problem_mark", None)
-        return [], [Violation(
-            f"cannot read YAML value: {getattr(exc, 'problem', None) or exc}", file=file,
-            document=index, line=mark.line + 1 if mark is not None else doc_line,
-            hint="quote the value so YAML reads it as a string", code=SCHEMA_CODE,
-        )]
-    ident = data if isinstance(data, dict) else {}
+        return [], [
+            Violation(
+                f"cannot read YAML value: {getattr(exc, 'problem', None) or exc}",
+                file=file,
+                document=index,
+                line=mark.line + 1 if mark is not None else doc_line,
+                hint="quote the value so YAML reads it as a string",
+                code=SCHEMA_CODE,
+            )
+        ]
+    ident = _ident(data, default_namespace)
     violations = _violations(lines.problems, base, lines.line, ident)
     if isinstance(data, dict) and data.get("kind") == "List" and "spec" not in data:
         found, problems = _list_items(data, base, lines, default_namespace)
@@ -241,18 +265,37 @@ def _document(
     return ([resource] if resource is not None else []), violations + problems
 
 
+def _ident(data: Any, default_namespace: str) -> dict[str, Any]:
+    """kind/metadata of a raw document, for labelling violations found before validation."""
+    if not isinstance(data, dict):
+        return {}
+    metadata = data.get("metadata")
+    meta = metadata if isinstance(metadata, dict) else {}
+    namespace = meta.get("namespace") or default_namespace
+    return {
+        "kind": data.get("kind"),
+        "metadata": {"name": meta.get("name"), "namespace": namespace},
+    }
+
+
 def _list_items(
     data: dict[str, Any], base: Source, lines: LineMap, default_namespace: str
 ) -> tuple[list[Resource], list[Violation]]:
     """Resources of a ``kind: List`` document, each validated as its own manifest."""
     items = data.get("items")
     if not isinstance(items, list):
-        return [], [Violation(
-            f"a List needs 'items' to be a list, got {describe(items)}", path="items",
-            kind="List", file=base.file, document=base.document,
-            line=lines.line("items") or base.line,
-            hint="put the resources under `items:` as a YAML list", code=SCHEMA_CODE,
-        )]
+        return [], [
+            Violation(
+                f"a List needs 'items' to be a list, got {describe(items)}",
+                path="items",
+                kind="List",
+                file=base.file,
+                document=base.document,
+                line=lines.line("items") or base.line,
+                hint="put the resources under `items:` as a YAML list",
+                code=SCHEMA_CODE,
+            )
+        ]
     resources: list[Resource] = []
     violations: list[Violation] = []
     for i, item in enumerate(items):
@@ -279,8 +322,10 @@ def _check_manifest(
     """The Resource for ``manifest`` if it is valid, and every violation found in it."""
     if not isinstance(manifest, dict):
         problem = Problem(
-            "", f"a document must be a mapping with apiVersion, kind, metadata and spec, "
-            f"got {describe(manifest)}", "start the document with `apiVersion: ...`",
+            "",
+            f"a document must be a mapping with apiVersion, kind, metadata and spec, "
+            f"got {describe(manifest)}",
+            "start the document with `apiVersion: ...`",
         )
         return None, _violations([problem], source, line_of, {}, prefix)
     problems: list[Problem] = []
@@ -290,17 +335,21 @@ def _check_manifest(
     model = _kind_model(manifest.get("kind"), problems)
     if model is not None:
         _check_api_version(manifest.get("apiVersion"), problems)
-    name, namespace, metadata = _check_metadata(manifest.get("metadata"), default_namespace, problems)
+    name, namespace, metadata = _check_metadata(
+        manifest.get("metadata"), default_namespace, problems
+    )
     spec: Spec | None = None
     if model is not None:
         if manifest.get("spec") is None:
-            problems.append(Problem("spec", "missing required field 'spec'",
-                                    f"add `spec:` (see {_FIELDS_DOC})"))
+            problems.append(
+                Problem("spec", "missing required field 'spec'", f"add `spec:` (see {_FIELDS_DOC})")
+            )
         else:
             try:
                 spec = model.model_validate(manifest["spec"])
             except ValidationError as exc:
                 problems += schema_problems(exc, model, "spec")
+                problems += _semantics_despite(exc, model, str(manifest["kind"]), manifest["spec"])
             else:
                 problems += check_spec(str(manifest["kind"]), spec)
     ident = {"kind": manifest.get("kind"), "metadata": {"name": name, "namespace": namespace}}
@@ -315,34 +364,75 @@ def _check_manifest(
     }
     labels = metadata.get("labels", {})
     resource = Resource(
-        kind=str(manifest["kind"]), name=name, namespace=namespace,
-        api_version=str(manifest["apiVersion"]), spec=spec, manifest=stored,
-        labels=tuple(sorted(labels.items())), source=source,
+        kind=str(manifest["kind"]),
+        name=name,
+        namespace=namespace,
+        api_version=str(manifest["apiVersion"]),
+        spec=spec,
+        manifest=stored,
+        labels=tuple(sorted(labels.items())),
+        source=source,
     )
     return resource, []
+
+
+def _semantics_despite(
+    error: ValidationError, model: type[Spec], kind: str, data: Any
+) -> list[Problem]:
+    """Semantic problems of a spec with schema errors, found by checking it without them.
+
+    Problems on a path above or below a cut-out field are dropped: they may only be echoes of
+    the cut (a weight that is "missing" because it was not a number).
+    """
+    attempt = prune_invalid(data, error, "spec")
+    if attempt is None:
+        return []
+    pruned, cut = attempt
+    try:
+        spec = model.model_validate(pruned)
+    except ValidationError:
+        return []
+    return [p for p in check_spec(kind, spec) if not any(_related(c, p.path) for c in cut)]
+
+
+def _related(a: str, b: str) -> bool:
+    """True if one field path is the other or lies below it."""
+    if len(a) < len(b):
+        a, b = b, a
+    return a == b or a.startswith(b + ".") or a.startswith(b + "[")
 
 
 def _kind_model(kind: Any, problems: list[Problem]) -> type[Spec] | None:
     supported = ", ".join(SPEC_TYPES)
     if kind is None:
-        problems.append(Problem("kind", "missing required field 'kind'",
-                                f"add `kind:` with one of {supported}"))
+        problems.append(
+            Problem("kind", "missing required field 'kind'", f"add `kind:` with one of {supported}")
+        )
     elif not isinstance(kind, str):
-        problems.append(Problem("kind", f"expected string, got {describe(kind)}",
-                                f"write one of {supported}"))
+        problems.append(
+            Problem("kind", f"expected string, got {describe(kind)}", f"write one of {supported}")
+        )
     elif kind in SPEC_TYPES:
         return SPEC_TYPES[kind]
     elif kind in NOT_YET_SUPPORTED_KINDS:
-        problems.append(Problem(
-            "kind", f"Istio kind '{kind}' is not supported by novamesh yet (see {_FIELDS_DOC})",
-            f"leave this document out for now; supported kinds: {supported}",
-        ))
+        problems.append(
+            Problem(
+                "kind",
+                f"Istio kind '{kind}' is not supported by novamesh yet (see {_FIELDS_DOC})",
+                f"leave this document out for now; supported kinds: {supported}",
+            )
+        )
     else:
         guess = canonical_kind(kind) or did_you_mean(kind, SPEC_TYPES)
-        problems.append(Problem(
-            "kind", f"unknown kind '{kind}'; supported kinds: {supported}",
-            f"did you mean '{guess}'?" if guess else "novamesh reads Istio networking config only",
-        ))
+        problems.append(
+            Problem(
+                "kind",
+                f"unknown kind '{kind}'; supported kinds: {supported}",
+                f"did you mean '{guess}'?"
+                if guess
+                else "novamesh reads Istio networking config only",
+            )
+        )
     return None
 
 
@@ -353,18 +443,26 @@ def _check_api_version(api_version: Any, problems: list[Problem]) -> None:
         problems.append(Problem("apiVersion", "missing required field 'apiVersion'", hint))
         return
     if not isinstance(api_version, str) or api_version.count("/") != 1:
-        problems.append(Problem(
-            "apiVersion", f"apiVersion must be <group>/<version>, got {describe(api_version)}", hint,
-        ))
+        problems.append(
+            Problem(
+                "apiVersion",
+                f"apiVersion must be <group>/<version>, got {describe(api_version)}",
+                hint,
+            )
+        )
         return
     group, version = api_version.split("/")
     if group not in API_GROUPS:
         problems.append(Problem("apiVersion", f"unknown API group '{group}'", hint))
     elif version not in API_GROUPS[group]:
-        problems.append(Problem(
-            "apiVersion", f"unsupported version '{version}' of {group}; "
-            f"accepted: {', '.join(API_GROUPS[group])}", hint,
-        ))
+        problems.append(
+            Problem(
+                "apiVersion",
+                f"unsupported version '{version}' of {group}; "
+                f"accepted: {', '.join(API_GROUPS[group])}",
+                hint,
+            )
+        )
 
 
 def _check_metadata(
@@ -372,36 +470,59 @@ def _check_metadata(
 ) -> tuple[str, str, dict[str, Any]]:
     """(name, namespace, metadata to store); problems are appended, never raised."""
     if metadata is None:
-        problems.append(Problem("metadata", "missing required field 'metadata'",
-                                "add `metadata: {name: my-resource}`"))
+        problems.append(
+            Problem(
+                "metadata",
+                "missing required field 'metadata'",
+                "add `metadata: {name: my-resource}`",
+            )
+        )
         return "", default_namespace, {}
     if not isinstance(metadata, dict):
-        problems.append(Problem("metadata", f"expected mapping, got {describe(metadata)}",
-                                "write `metadata:` with `name:` indented below it"))
+        problems.append(
+            Problem(
+                "metadata",
+                f"expected mapping, got {describe(metadata)}",
+                "write `metadata:` with `name:` indented below it",
+            )
+        )
         return "", default_namespace, {}
     for key in metadata:
         if key not in _METADATA and key not in _IGNORED_METADATA:
             problems.append(_unknown(f"metadata.{key}", str(key), _METADATA))
     name = metadata.get("name")
     if name is None:
-        problems.append(Problem("metadata.name", "missing required field 'metadata.name'",
-                                "add `name:` under metadata"))
+        problems.append(
+            Problem(
+                "metadata.name",
+                "missing required field 'metadata.name'",
+                "add `name:` under metadata",
+            )
+        )
         name = ""
     elif not isinstance(name, str) or not is_dns1123_subdomain(name):
-        problems.append(Problem(
-            "metadata.name", f"name must be a DNS-1123 subdomain, got {describe(name)}",
-            "use lower-case letters, digits, '-' and '.', starting and ending with a letter "
-            "or digit, at most 253 characters",
-        ))
-        name = name if isinstance(name, str) else ""
+        name = name if isinstance(name, str) else str(name)
+        suggestion = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:253]
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"name must be a DNS-1123 subdomain, got {describe(name)}",
+                "use lower-case letters, digits, '-' and '.', starting and ending with a letter "
+                "or digit, at most 253 characters"
+                + (f", e.g. '{suggestion}'" if is_dns1123_subdomain(suggestion) else ""),
+            )
+        )
     namespace = metadata.get("namespace")
     if namespace is None:
         namespace = default_namespace
     elif not isinstance(namespace, str) or not is_dns1123_label(namespace):
-        problems.append(Problem(
-            "metadata.namespace", f"namespace must be a DNS-1123 label, got {describe(namespace)}",
-            "use lower-case letters, digits and '-', at most 63 characters",
-        ))
+        problems.append(
+            Problem(
+                "metadata.namespace",
+                f"namespace must be a DNS-1123 label, got {describe(namespace)}",
+                "use lower-case letters, digits and '-', at most 63 characters",
+            )
+        )
         namespace = namespace if isinstance(namespace, str) else default_namespace
     stored: dict[str, Any] = {"name": name, "namespace": namespace}
     for field in ("labels", "annotations"):
@@ -409,15 +530,24 @@ def _check_metadata(
         if value is None:
             continue
         if not isinstance(value, dict):
-            problems.append(Problem(f"metadata.{field}", f"expected mapping, got {describe(value)}",
-                                    f"write {field} as `key: value` lines"))
+            problems.append(
+                Problem(
+                    f"metadata.{field}",
+                    f"expected mapping, got {describe(value)}",
+                    f"write {field} as `key: value` lines",
+                )
+            )
             continue
         for key, item in value.items():
             if not isinstance(key, str) or not isinstance(item, str):
-                problems.append(Problem(
-                    f"metadata.{field}.{key}", f"{field} keys and values must be strings, "
-                    f"got {describe(key)}: {describe(item)}", "quote the key and the value",
-                ))
+                problems.append(
+                    Problem(
+                        f"metadata.{field}.{key}",
+                        f"{field} keys and values must be strings, "
+                        f"got {describe(key)}: {describe(item)}",
+                        "quote the key and the value",
+                    )
+                )
         stored[field] = dict(value)
     return name, namespace, stored
 
@@ -479,6 +609,9 @@ def _yaml_violation(exc: yaml.YAMLError, content: str, file: str, document: int)
         column = position - content.rfind("\n", 0, position)
     problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
     context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        context = f"{context} (line {context_mark.line + 1})"
     detail = f"{context}, {problem}" if context else str(problem)
     text = str(problem)
     if "\\t" in text:
@@ -493,5 +626,9 @@ def _yaml_violation(exc: yaml.YAMLError, content: str, file: str, document: int)
         hint = "fix the YAML syntax near this line (indentation, quotes, brackets)"
     return Violation(
         f"malformed YAML: {detail} (line {line}, column {column})",
-        file=file, document=document, line=line, hint=hint, code=SCHEMA_CODE,
+        file=file,
+        document=document,
+        line=line,
+        hint=hint,
+        code=SCHEMA_CODE,
     )

@@ -7,6 +7,7 @@ when the data plane honours them; docs/istio-fields.md lists the status of every
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -125,7 +126,7 @@ class DestinationRuleSpec(Spec):
 
 Protocol = Literal["HTTP", "HTTPS", "GRPC", "HTTP2", "GRPC-WEB", "MONGO", "TCP", "TLS", "UDP"]
 
-PROTOCOLS: tuple[str, ...] = ("HTTP", "HTTPS", "GRPC", "HTTP2", "GRPC-WEB", "MONGO", "TCP", "TLS", "UDP")
+PROTOCOLS: tuple[str, ...] = typing.get_args(Protocol)
 """Port protocols accepted in a ServicePort (Istio's names; matched case-insensitively)."""
 
 

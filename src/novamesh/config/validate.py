@@ -107,8 +107,16 @@ def _missing_subsets(
                     or any(host_matches(h, host) for h in touched_hosts)
                 )
                 if involved:
-                    yield _subset_violation(vs, f"spec.http[{i}].route[{j}].destination.subset",
-                                            subset, host, matching, defined, state, changed)
+                    yield _subset_violation(
+                        vs,
+                        f"spec.http[{i}].route[{j}].destination.subset",
+                        subset,
+                        host,
+                        matching,
+                        defined,
+                        state,
+                        changed,
+                    )
 
 
 def _subsets(resource: Resource) -> list[Subset]:
@@ -169,19 +177,21 @@ def _conflicting_rules(
         for key in blamed:
             rule = state[key]
             others = ", ".join(state[k].ref() for k in keys if k != key)
-            violations.append(Violation(
-                message=f"host '{host}' already has a DestinationRule in namespace "
-                f"'{namespace}' ({others}); novamesh allows one per host and namespace",
-                path="spec.host",
-                kind=rule.kind,
-                name=rule.name,
-                namespace=rule.namespace,
-                file=rule.source.file,
-                document=rule.source.document,
-                line=rule.source.line,
-                hint=f"merge the subsets into {others}, or delete one of them",
-                code=CONFLICT_CODE,
-            ))
+            violations.append(
+                Violation(
+                    message=f"host '{host}' already has a DestinationRule in namespace "
+                    f"'{namespace}' ({others}); novamesh allows one per host and namespace",
+                    path="spec.host",
+                    kind=rule.kind,
+                    name=rule.name,
+                    namespace=rule.namespace,
+                    file=rule.source.file,
+                    document=rule.source.document,
+                    line=rule.source.line,
+                    hint=f"merge the subsets into {others}, or delete one of them",
+                    code=CONFLICT_CODE,
+                )
+            )
     return violations
 
 
@@ -193,19 +203,21 @@ def check_duplicates(resources: Sequence[Resource]) -> list[Violation]:
         earlier = first.setdefault(resource.key, resource)
         if earlier is resource:
             continue
-        violations.append(Violation(
-            message=f"{resource.ref()} is defined twice in this apply; first at "
-            f"{_where(earlier)}, again at {_where(resource)}",
-            path="metadata.name",
-            kind=resource.kind,
-            name=resource.name,
-            namespace=resource.namespace,
-            file=resource.source.file,
-            document=resource.source.document,
-            line=resource.source.line,
-            hint="remove one of the two documents, or give them different names",
-            code=CONFLICT_CODE,
-        ))
+        violations.append(
+            Violation(
+                message=f"{resource.ref()} is defined twice in this apply; first at "
+                f"{_where(earlier)}, again at {_where(resource)}",
+                path="metadata.name",
+                kind=resource.kind,
+                name=resource.name,
+                namespace=resource.namespace,
+                file=resource.source.file,
+                document=resource.source.document,
+                line=resource.source.line,
+                hint="remove one of the two documents, or give them different names",
+                code=CONFLICT_CODE,
+            )
+        )
     return violations
 
 

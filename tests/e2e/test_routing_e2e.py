@@ -1,0 +1,237 @@
+"""End to end through real processes: control plane, agents, Envoy sidecars, echo apps.
+
+One mesh per module: frontend v1, reviews v1/v2/v3, ratings v1 and a client sidecar. Requests
+are sent through the client's sidecar (its outbound listener is an HTTP proxy), and the echo app
+tells us which workload answered.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from novamesh.testing.load import Traffic, run_load
+from novamesh.testing.mesh import LocalMesh, WorkloadProcess, poll
+
+pytestmark = pytest.mark.e2e
+
+DR = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+"""
+
+SPLIT = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason-to-v2
+    match:
+    - headers:
+        end-user: {exact: jason}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - name: canary
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 80
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+"""
+
+ALL_V3 = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v3}
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    m = LocalMesh(tmp_path_factory.mktemp("mesh"), settings={"lease_ttl": 4, "heartbeat_interval": 1})
+    try:
+        m.start_control_plane()
+        m.echo("frontend")
+        for v in ("v1", "v2", "v3"):
+            m.echo("reviews", version=v)
+        m.echo("ratings")
+        m.client("client")
+        yield m
+    finally:
+        m.close()
+
+
+@pytest.fixture(scope="module")
+def client(mesh: LocalMesh) -> WorkloadProcess:
+    return next(w for w in mesh.workloads if w.service == "client")
+
+
+def _get(client: WorkloadProcess, url: str, **kw: object) -> httpx.Response:
+    return httpx.get(url, proxy=client.proxy_url, timeout=5, trust_env=False, **kw)  # type: ignore[arg-type]
+
+
+def _versions(client: WorkloadProcess, url: str, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
+    res = run_load(url, count=n, concurrency=4, proxy=client.proxy_url, headers=headers)
+    assert res.failed == 0, res.statuses
+    return res.versions
+
+
+def test_default_route_round_robins_over_all_versions(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    poll(lambda: _get(client, "http://reviews:9080/").status_code == 200, 20, "reviews reachable")
+    seen = _versions(client, "http://reviews:9080/", 60)
+    assert set(seen) == {"reviews/v1", "reviews/v2", "reviews/v3"}
+    body = _get(client, "http://frontend:9080/some/path?x=1").json()
+    assert body["service"] == "frontend" and body["path"] == "/some/path?x=1"
+
+
+def test_unknown_host_gets_clear_404(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    resp = _get(client, "http://no-such-service:9080/")
+    assert resp.status_code == 404
+    assert "route not found" in resp.text
+
+
+def test_canary_split_and_header_route(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(DR + "---\n" + SPLIT)
+    poll(lambda: set(_versions(client, "http://reviews:9080/", 40)) <= {"reviews/v1", "reviews/v2"}, 20, "split applied")
+    n = 600
+    seen = _versions(client, "http://reviews:9080/", n)
+    assert set(seen) <= {"reviews/v1", "reviews/v2"}
+    # Binomial(600, 0.2): sd = 9.8; 4.5 sd either side keeps a false failure below 1e-5.
+    assert 120 - 44 <= seen["reviews/v2"] <= 120 + 44, seen
+    jason = _versions(client, "http://reviews:9080/", 50, headers={"end-user": "jason"})
+    assert jason == Counter({"reviews/v2": 50})
+    other = _versions(client, "http://reviews:9080/", 50, headers={"end-user": "maria"})
+    assert "reviews/v3" not in other
+
+
+def test_change_under_traffic_has_zero_failures(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(DR + "---\n" + SPLIT)
+    with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=50) as traffic:
+        poll(lambda: traffic.count >= 50, 20, "traffic flowing")
+        mesh.apply(ALL_V3)
+        poll(lambda: _get(client, "http://reviews:9080/").headers.get("x-echo-service") == "reviews/v3", 10, "change effective")
+        start = traffic.count
+        poll(lambda: traffic.count >= start + 50, 20, "more traffic after the change")
+    assert traffic.failures() == []
+    assert _versions(client, "http://reviews:9080/", 30) == Counter({"reviews/v3": 30})
+
+
+def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(ALL_V3)
+    before = mesh.api.get("/api/v1/resources")
+    rev = mesh.api.get("/healthz")["revision"]
+    bad = ALL_V3.replace("subset: v3", "subset: v9")  # a subset no DestinationRule defines
+    proc = mesh.cli("apply", "-f", "-", input=bad)
+    assert proc.returncode == 1
+    assert "v9" in proc.stderr and "spec.http[0].route[0].destination.subset" in proc.stderr
+    assert mesh.api.get("/api/v1/resources") == before
+    assert mesh.api.get("/healthz")["revision"] == rev
+    assert _versions(client, "http://reviews:9080/", 20) == Counter({"reviews/v3": 20})
+
+
+def test_nack_is_reported_and_last_good_config_kept(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(ALL_V3)
+    # Valid RE2, but over Envoy's default regex program-size limit: only Envoy can say no.
+    greedy = ALL_V3.replace("  - route:", "  - match:\n    - uri: {regex: '/(a|b){300}'}\n    route:", 1)
+    greedy += "  - route:\n    - destination: {host: reviews, subset: v1}\n"
+    mesh.apply(greedy)
+
+    def nacked() -> str:
+        for p in mesh.proxies():
+            if p["service"] == "client" and p["types"]["RDS"]["status"] == "NACK":
+                return str(p["types"]["RDS"]["error"])
+        return ""
+
+    error = poll(nacked, 20, "client proxy to NACK the routes")
+    assert "program size" in error
+    status = mesh.cli("proxy-status")
+    assert "NACK" in status.stdout and "program size" in status.stdout
+    # Envoy keeps the last good routes: everything still goes to v3.
+    assert _versions(client, "http://reviews:9080/", 20) == Counter({"reviews/v3": 20})
+    mesh.apply(ALL_V3)
+    mesh.wait_synced()
+
+
+def test_stopping_and_killing_workloads_removes_endpoints(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(ALL_V3)
+    a = mesh.echo("cache", version="v1")
+    b = mesh.echo("cache", version="v2")
+    poll(lambda: set(_versions(client, "http://cache:9080/", 20)) == {"cache/v1", "cache/v2"}, 20, "both cache replicas serve")
+    with Traffic("http://cache:9080/", proxy=client.proxy_url, rate=40) as traffic:
+        poll(lambda: traffic.count >= 40, 20, "traffic flowing")
+        assert a.stop(signal.SIGTERM) == 0
+        start = traffic.count
+        poll(lambda: traffic.count >= start + 40, 20, "traffic after the stop")
+    assert traffic.failures() == [], traffic.failures()[:5]
+    assert _versions(client, "http://cache:9080/", 20) == Counter({"cache/v2": 20})
+    assert all(w["id"] != a.info["id"] for w in mesh.workloads_info())
+
+    b.kill()  # SIGKILL: no deregistration; the lease (4s here) must expire
+    poll(lambda: all(w["id"] != b.info["id"] for w in mesh.workloads_info()), 20, "lease expiry of the killed workload")
+    poll(lambda: _get(client, "http://cache:9080/").status_code == 503, 20, "no endpoints left for cache")
+
+
+def test_control_plane_restart_keeps_traffic_and_resyncs(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(ALL_V3)
+    with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=40) as traffic:
+        poll(lambda: traffic.count >= 40, 20, "traffic flowing")
+        mesh.stop_control_plane()
+        down_at = traffic.count
+        poll(lambda: traffic.count >= down_at + 80, 30, "traffic while the control plane is down")
+        mesh.start_control_plane()
+        n_proxies = len([w for w in mesh.workloads if w.proc.poll() is None])
+        poll(lambda: len(mesh.proxies()) >= n_proxies, 30, "every proxy reconnected")
+        mesh.wait_synced()
+        mesh.apply(DR + "---\n" + SPLIT.replace("subset: v2}\n      weight: 20", "subset: v2}\n      weight: 0").replace("weight: 80", "weight: 100"))
+        poll(lambda: set(_versions(client, "http://reviews:9080/", 20)) == {"reviews/v1"}, 20, "change after restart effective")
+    assert traffic.failures() == [], traffic.failures()[:5]
+
+
+def test_service_entry_external_dns_and_static(mesh: LocalMesh, client: WorkloadProcess, tmp_path: Path) -> None:
+    from novamesh.testing.echo import EchoServer
+
+    with EchoServer("127.0.0.1", 0, service="external", version="dns") as dns_ep, EchoServer("127.0.0.1", 0, service="external", version="static") as static_ep:
+        mesh.apply(f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api-dns}}
+spec:
+  hosts: [api.partner.example]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: localhost, ports: {{http: {dns_ep.port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api-static}}
+spec:
+  hosts: [legacy.partner.example]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {static_ep.port}}}}}]
+""")
+        poll(lambda: _get(client, "http://api.partner.example/x").status_code == 200, 20, "DNS service entry")
+        assert _get(client, "http://api.partner.example/x").json()["version"] == "dns"
+        poll(lambda: _get(client, "http://legacy.partner.example:8080/").status_code == 200, 20, "STATIC service entry")
+        assert _get(client, "http://legacy.partner.example:8080/").json()["version"] == "static"
