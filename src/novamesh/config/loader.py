@@ -244,7 +244,9 @@ def _document(
         return [], _violations(lines.problems, base, lines.line, {})
     try:
         data = yaml.SafeLoader("").construct_document(node)
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise assorted errors
+        # (ValueError for 2023-02-30, AttributeError for an empty `!!timestamp`); all of them
+        # mean "this value cannot be read", which is a user error, not a crash.
         mark = getattr(exc, "problem_mark", None)
         return [], [
             Violation(

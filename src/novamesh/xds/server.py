@@ -79,6 +79,7 @@ class Connection:
     types: dict[str, TypeState] = field(default_factory=lambda: {t: TypeState() for t in XDS_ORDER})
     stale_clusters: bool = False
     sent_clusters: dict[str, Packed] = field(default_factory=dict)
+    acked_clusters: dict[str, Packed] = field(default_factory=dict)
     gate_deadline: float = 0.0
     gate_timer: asyncio.TimerHandle | None = None
 
@@ -212,12 +213,16 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if req.HasField("error_detail") and (req.error_detail.code or req.error_detail.message):
                 st.nack_version = st.sent_version
                 st.nack_error = req.error_detail.message
+                if t == T.CLUSTER:  # Envoy keeps what it had: the last acknowledged clusters
+                    conn.sent_clusters = dict(conn.acked_clusters)
                 self.nacks += 1
                 self.last_nack[conn.proxy.id] = st.nack_error
                 log.warning("proxy %s rejected %s version %s: %s", conn.proxy.id, SHORT_NAMES[t], st.sent_version, st.nack_error)
             else:
                 st.acked_version = req.version_info
                 st.acked_at = self._clock.time()
+                if t == T.CLUSTER:
+                    conn.acked_clusters = dict(conn.sent_clusters)
         names = None if (t in _WILDCARD_TYPES and not req.resource_names) else frozenset(req.resource_names)
         forced: set[str] = set()
         if not st.subscribed or names != st.names or not req.response_nonce:
@@ -274,10 +279,10 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             keep = {n: p for n, p in conn.sent_clusters.items() if n not in desired}
             union = dict(sorted({**keep, **desired}.items()))
             version = _version(union)
+            conn.stale_clusters = bool(keep)
             if (version != cds.sent_version or T.CLUSTER in forced) and version != cds.nack_version:
                 new_names = set(union) - set(cds.sent)
                 await self._send(conn, context, T.CLUSTER, union)
-                conn.stale_clusters = bool(keep)
                 if new_names:
                     conn.gate_deadline = self._clock.monotonic() + self._gate_timeout
                     self._arm_gate_timer(conn)
