@@ -17,10 +17,23 @@ from typing import NamedTuple
 
 import yaml
 
-__all__ = ["Problem", "join", "format_loc", "parent", "LineMap", "map_lines", "MAX_NODES"]
+__all__ = [
+    "Problem",
+    "join",
+    "format_loc",
+    "parent",
+    "LineMap",
+    "map_lines",
+    "MAX_NODES",
+    "MAX_DEPTH",
+    "yaml_error_problem",
+]
 
 MAX_NODES = 100_000
 """Most YAML nodes one document may expand to (aliases included); guards against alias bombs."""
+
+MAX_DEPTH = 64
+"""Deepest nesting accepted; Istio config needs about 10, and a recursive alias never ends."""
 
 
 class Problem(NamedTuple):
@@ -80,22 +93,28 @@ class LineMap:
 def map_lines(root: yaml.Node, prefix: str = "", max_nodes: int = MAX_NODES) -> LineMap:
     """Record the line of every key and list item under ``root``; flag duplicate keys.
 
-    Iterative (no recursion limit) and bounded by ``max_nodes`` so recursive or exponentially
-    repeated aliases stop the walk instead of hanging it; ``too_large`` is then set.
+    Iterative (no recursion limit) and bounded by ``max_nodes`` and :data:`MAX_DEPTH`, so
+    recursive or exponentially repeated aliases stop the walk instead of hanging it;
+    ``too_large`` is then set and the document should not be read further.
     """
     result = LineMap()
     result.lines[prefix] = root.start_mark.line + 1
-    stack: list[tuple[yaml.Node, str]] = [(root, prefix)]
+    stack: list[tuple[yaml.Node, str, int]] = [(root, prefix, 0)]
     visited = 0
     while stack:
-        node, path = stack.pop()
+        node, path, depth = stack.pop()
         visited += 1
-        if visited > max_nodes:
+        if visited > max_nodes or depth > MAX_DEPTH:
             result.too_large = True
+            what = (
+                f"more than {max_nodes} YAML nodes"
+                if visited > max_nodes
+                else (f"more than {MAX_DEPTH} levels of nesting")
+            )
             result.problems.append(
                 Problem(
                     prefix,
-                    f"document expands to more than {max_nodes} YAML nodes",
+                    f"document expands to {what}",
                     "split the document, or remove recursive/repeated YAML aliases (*name)",
                 )
             )
@@ -121,10 +140,39 @@ def map_lines(root: yaml.Node, prefix: str = "", max_nodes: int = MAX_NODES) -> 
                     continue
                 seen[key] = line
                 result.lines[child] = line
-                stack.append((value_node, child))
+                stack.append((value_node, child, depth + 1))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 child = join(path, index)
                 result.lines[child] = item.start_mark.line + 1
-                stack.append((item, child))
+                stack.append((item, child, depth + 1))
     return result
+
+
+def yaml_error_problem(exc: yaml.YAMLError, content: str) -> Problem:
+    """The problem in ``content`` PyYAML could not parse, at the line and column it stopped."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        line, column = mark.line + 1, mark.column + 1
+    else:  # ReaderError: a character YAML does not allow; it knows only the offset
+        position = int(getattr(exc, "position", 0))
+        line = content.count("\n", 0, position) + 1
+        column = position - content.rfind("\n", 0, position)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        context = f"{context} (line {context_mark.line + 1})"
+    detail = f"{context}, {problem}" if context else str(problem)
+    text = str(problem)
+    if "\\t" in text:
+        hint = "indent with spaces, not tabs"
+    elif "mapping values are not allowed" in text:
+        hint = "check the indentation, and quote values that contain ': '"
+    elif "expected ':'" in text or "expected <block end>" in text:
+        hint = "check the indentation of this line and the one above; every key needs a ':'"
+    elif "special characters" in text:
+        hint = "remove the control character (or write it escaped inside a quoted string)"
+    else:
+        hint = "fix the YAML syntax near this line (indentation, quotes, brackets)"
+    return Problem("", f"malformed YAML: {detail} (line {line}, column {column})", hint, line)

@@ -12,14 +12,14 @@ Entry points and what they raise:
 
 Each violation carries the file, the document's 0-based index, the 1-based line of the
 offending field (PyYAML's compose API keeps a position on every node), the field path as Istio
-prints it, and a hint. Semantic checks run only on documents whose schema is valid: they need
-typed values. Cross-document checks live in :mod:`novamesh.config.validate`.
+prints it, and a hint. Semantic checks need typed values, so on a document with schema errors
+they run on the document with the offending fields cut out. Cross-document checks live in
+:mod:`novamesh.config.validate`; this module does not call them.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,12 +29,21 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError, Violation
-from ._paths import LineMap, Problem, join, map_lines, parent
-from ._schema import describe, did_you_mean, prune_invalid, schema_problems
-from ._semantic import check_spec, is_dns1123_label, is_dns1123_subdomain
-from .names import canonical_kind
+from ._envelope import (
+    IGNORED_TOP_LEVEL,
+    METADATA,
+    NOT_YET_SUPPORTED_KINDS,
+    TOP_LEVEL,
+    check_api_version,
+    check_kind,
+    check_metadata,
+    unknown_field,
+)
+from ._paths import LineMap, Problem, join, map_lines, parent, yaml_error_problem
+from ._schema import describe, prune_invalid, schema_problems
+from ._semantic import check_spec
 from .resource import Resource, Source
-from .types import API_GROUPS, SPEC_TYPES, Spec
+from .types import Spec
 
 __all__ = [
     "read_paths",
@@ -48,39 +57,8 @@ __all__ = [
 CONFIG_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json")
 """File name endings read from a directory."""
 
-NOT_YET_SUPPORTED_KINDS: tuple[str, ...] = (
-    "Gateway",
-    "Sidecar",
-    "PeerAuthentication",
-    "AuthorizationPolicy",
-    "RequestAuthentication",
-    "Telemetry",
-    "EnvoyFilter",
-    "WorkloadGroup",
-    "ProxyConfig",
-    "WasmPlugin",
-)
-"""Istio kinds novamesh recognises but does not accept yet."""
-
 SCHEMA_CODE = "IST0106"
-_FIELDS_DOC = "docs/istio-fields.md"
-_TOP_LEVEL = ("apiVersion", "kind", "metadata", "spec")
-_IGNORED_TOP_LEVEL = ("status",)  # written by controllers; dropped, like kubectl apply does
-_METADATA = ("name", "namespace", "labels", "annotations")
-# Server-managed ObjectMeta fields: accepted so `kubectl get -o yaml` output applies, dropped.
-_IGNORED_METADATA = (
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-    "ownerReferences",
-    "finalizers",
-    "selfLink",
-    "generateName",
-)
+"""Istio's SchemaValidationError: the code of every violation found in a single document."""
 
 LineOf = Callable[[str], int | None]
 """Maps a field path to its 1-based line, or None when unknown."""
@@ -169,7 +147,17 @@ def parse_documents(
             resources += found
             violations += problems
     except yaml.YAMLError as exc:
-        violations.append(_yaml_violation(exc, content, file, index + 1))
+        problem = yaml_error_problem(exc, content)
+        violations.append(
+            Violation(
+                problem.message,
+                file=file,
+                document=index + 1,
+                line=problem.line,
+                hint=problem.hint,
+                code=SCHEMA_CODE,
+            )
+        )
     except RecursionError:
         violations.append(
             Violation(
@@ -211,9 +199,9 @@ def dump_manifest(resource_or_manifest: Resource | dict[str, Any]) -> str:
         manifest = resource_or_manifest.manifest
     else:
         manifest = resource_or_manifest
-    ordered = _ordered(manifest, _TOP_LEVEL)
+    ordered = _ordered(manifest, TOP_LEVEL)
     if isinstance(ordered.get("metadata"), dict):
-        ordered["metadata"] = _ordered(ordered["metadata"], _METADATA)
+        ordered["metadata"] = _ordered(ordered["metadata"], METADATA)
     return yaml.dump(
         ordered, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
@@ -332,19 +320,23 @@ def _check_manifest(
         return None, _violations([problem], source, line_of, {}, prefix)
     problems: list[Problem] = []
     for key in manifest:
-        if key not in _TOP_LEVEL and key not in _IGNORED_TOP_LEVEL:
-            problems.append(_unknown(str(key), str(key), _TOP_LEVEL))
-    model = _kind_model(manifest.get("kind"), problems)
+        if key not in TOP_LEVEL and key not in IGNORED_TOP_LEVEL:
+            problems.append(unknown_field(str(key), str(key), TOP_LEVEL))
+    model = check_kind(manifest.get("kind"), problems)
     if model is not None:
-        _check_api_version(manifest.get("apiVersion"), problems)
-    name, namespace, metadata = _check_metadata(
+        check_api_version(manifest.get("apiVersion"), problems)
+    name, namespace, metadata = check_metadata(
         manifest.get("metadata"), default_namespace, problems
     )
     spec: Spec | None = None
     if model is not None:
         if manifest.get("spec") is None:
             problems.append(
-                Problem("spec", "missing required field 'spec'", f"add `spec:` (see {_FIELDS_DOC})")
+                Problem(
+                    "spec",
+                    "missing required field 'spec'",
+                    "add `spec:` (see docs/istio-fields.md)",
+                )
             )
         else:
             try:
@@ -404,162 +396,6 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.startswith(b + ".") or a.startswith(b + "[")
 
 
-def _kind_model(kind: Any, problems: list[Problem]) -> type[Spec] | None:
-    supported = ", ".join(SPEC_TYPES)
-    if kind is None:
-        problems.append(
-            Problem("kind", "missing required field 'kind'", f"add `kind:` with one of {supported}")
-        )
-    elif not isinstance(kind, str):
-        problems.append(
-            Problem("kind", f"expected string, got {describe(kind)}", f"write one of {supported}")
-        )
-    elif kind in SPEC_TYPES:
-        return SPEC_TYPES[kind]
-    elif kind in NOT_YET_SUPPORTED_KINDS:
-        problems.append(
-            Problem(
-                "kind",
-                f"Istio kind '{kind}' is not supported by novamesh yet (see {_FIELDS_DOC})",
-                f"leave this document out for now; supported kinds: {supported}",
-            )
-        )
-    else:
-        guess = canonical_kind(kind) or did_you_mean(kind, SPEC_TYPES)
-        problems.append(
-            Problem(
-                "kind",
-                f"unknown kind '{kind}'; supported kinds: {supported}",
-                f"did you mean '{guess}'?"
-                if guess
-                else "novamesh reads Istio networking config only",
-            )
-        )
-    return None
-
-
-def _check_api_version(api_version: Any, problems: list[Problem]) -> None:
-    accepted = [f"{group}/{v}" for group, versions in API_GROUPS.items() for v in versions]
-    hint = f"write `apiVersion: {accepted[0]}`"
-    if api_version is None:
-        problems.append(Problem("apiVersion", "missing required field 'apiVersion'", hint))
-        return
-    if not isinstance(api_version, str) or api_version.count("/") != 1:
-        problems.append(
-            Problem(
-                "apiVersion",
-                f"apiVersion must be <group>/<version>, got {describe(api_version)}",
-                hint,
-            )
-        )
-        return
-    group, version = api_version.split("/")
-    if group not in API_GROUPS:
-        problems.append(Problem("apiVersion", f"unknown API group '{group}'", hint))
-    elif version not in API_GROUPS[group]:
-        problems.append(
-            Problem(
-                "apiVersion",
-                f"unsupported version '{version}' of {group}; "
-                f"accepted: {', '.join(API_GROUPS[group])}",
-                hint,
-            )
-        )
-
-
-def _check_metadata(
-    metadata: Any, default_namespace: str, problems: list[Problem]
-) -> tuple[str, str, dict[str, Any]]:
-    """(name, namespace, metadata to store); problems are appended, never raised."""
-    if metadata is None:
-        problems.append(
-            Problem(
-                "metadata",
-                "missing required field 'metadata'",
-                "add `metadata: {name: my-resource}`",
-            )
-        )
-        return "", default_namespace, {}
-    if not isinstance(metadata, dict):
-        problems.append(
-            Problem(
-                "metadata",
-                f"expected mapping, got {describe(metadata)}",
-                "write `metadata:` with `name:` indented below it",
-            )
-        )
-        return "", default_namespace, {}
-    for key in metadata:
-        if key not in _METADATA and key not in _IGNORED_METADATA:
-            problems.append(_unknown(f"metadata.{key}", str(key), _METADATA))
-    name = metadata.get("name")
-    if name is None:
-        problems.append(
-            Problem(
-                "metadata.name",
-                "missing required field 'metadata.name'",
-                "add `name:` under metadata",
-            )
-        )
-        name = ""
-    elif not isinstance(name, str) or not is_dns1123_subdomain(name):
-        name = name if isinstance(name, str) else str(name)
-        suggestion = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")[:253]
-        problems.append(
-            Problem(
-                "metadata.name",
-                f"name must be a DNS-1123 subdomain, got {describe(name)}",
-                "use lower-case letters, digits, '-' and '.', starting and ending with a letter "
-                "or digit, at most 253 characters"
-                + (f", e.g. '{suggestion}'" if is_dns1123_subdomain(suggestion) else ""),
-            )
-        )
-    namespace = metadata.get("namespace")
-    if namespace is None:
-        namespace = default_namespace
-    elif not isinstance(namespace, str) or not is_dns1123_label(namespace):
-        problems.append(
-            Problem(
-                "metadata.namespace",
-                f"namespace must be a DNS-1123 label, got {describe(namespace)}",
-                "use lower-case letters, digits and '-', at most 63 characters",
-            )
-        )
-        namespace = namespace if isinstance(namespace, str) else default_namespace
-    stored: dict[str, Any] = {"name": name, "namespace": namespace}
-    for field in ("labels", "annotations"):
-        value = metadata.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            problems.append(
-                Problem(
-                    f"metadata.{field}",
-                    f"expected mapping, got {describe(value)}",
-                    f"write {field} as `key: value` lines",
-                )
-            )
-            continue
-        for key, item in value.items():
-            if not isinstance(key, str) or not isinstance(item, str):
-                problems.append(
-                    Problem(
-                        f"metadata.{field}.{key}",
-                        f"{field} keys and values must be strings, "
-                        f"got {describe(key)}: {describe(item)}",
-                        "quote the key and the value",
-                    )
-                )
-        stored[field] = dict(value)
-    return name, namespace, stored
-
-
-def _unknown(path: str, name: str, known: Sequence[str]) -> Problem:
-    guess = did_you_mean(name, known)
-    hint = f"did you mean '{guess}'?" if guess else f"remove it; allowed here: {', '.join(known)}"
-    return Problem(path, f"unknown field '{name}'", hint)
-
-
 def _violations(
     problems: Sequence[Problem],
     source: Source,
@@ -598,39 +434,3 @@ def _line(path: str, line_of: LineOf | None) -> int | None:
             return found
         current = parent(current)
     return None
-
-
-def _yaml_violation(exc: yaml.YAMLError, content: str, file: str, document: int) -> Violation:
-    """One violation for text PyYAML could not parse, at the line and column it stopped."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if mark is not None:
-        line, column = mark.line + 1, mark.column + 1
-    else:  # ReaderError: a character YAML does not allow; it knows only the offset
-        position = int(getattr(exc, "position", 0))
-        line = content.count("\n", 0, position) + 1
-        column = position - content.rfind("\n", 0, position)
-    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc)
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None and context_mark.line + 1 != line:
-        context = f"{context} (line {context_mark.line + 1})"
-    detail = f"{context}, {problem}" if context else str(problem)
-    text = str(problem)
-    if "\\t" in text:
-        hint = "indent with spaces, not tabs"
-    elif "mapping values are not allowed" in text:
-        hint = "check the indentation, and quote values that contain ': '"
-    elif "expected ':'" in text or "expected <block end>" in text:
-        hint = "check the indentation of this line and the one above; every key needs a ':'"
-    elif "special characters" in text:
-        hint = "remove the control character (or write it escaped inside a quoted string)"
-    else:
-        hint = "fix the YAML syntax near this line (indentation, quotes, brackets)"
-    return Violation(
-        f"malformed YAML: {detail} (line {line}, column {column})",
-        file=file,
-        document=document,
-        line=line,
-        hint=hint,
-        code=SCHEMA_CODE,
-    )

@@ -188,28 +188,39 @@ def test_kind_istio_has_but_novamesh_does_not_yet() -> None:
 
 
 def test_unknown_field_suggests_close_match() -> None:
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   http:
   - route:
     - destination:
         host: reviews
         subet: v1
 """
+    )
     v = only(violations_of(text))
     assert v.path == "spec.http[0].route[0].destination.subet"
     assert v.line == line_of(text, "subet")
     assert v.message == "unknown field 'subet'"
     assert v.hint == "did you mean 'subset'?"
-    assert (v.kind, v.name, v.namespace, v.code) == ("VirtualService", "reviews", "default", "IST0106")
+    assert (v.kind, v.name, v.namespace, v.code) == (
+        "VirtualService",
+        "reviews",
+        "default",
+        "IST0106",
+    )
 
 
 def test_real_istio_field_not_supported_yet_says_so() -> None:
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   http:
   - retries: {attempts: 3}
     route:
     - destination: {host: reviews}
 """
+    )
     v = only(violations_of(text))
     assert v.path == "spec.http[0].retries"
     assert v.line == line_of(text, "retries")
@@ -220,7 +231,9 @@ def test_real_istio_field_not_supported_yet_says_so() -> None:
 
 
 def test_wrong_type_names_expected_and_actual() -> None:
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   http:
   - route:
     - destination: {host: reviews, subset: v1}
@@ -228,6 +241,7 @@ def test_wrong_type_names_expected_and_actual() -> None:
     - destination: {host: reviews, subset: v2}
       weight: abc
 """
+    )
     v = only(violations_of(text))
     assert v.path == "spec.http[0].route[1].weight"
     assert v.line == line_of(text, "weight: abc")
@@ -237,7 +251,9 @@ def test_wrong_type_names_expected_and_actual() -> None:
 
 def test_regex_is_checked_with_re2() -> None:
     # Lookahead compiles with Python's re but not with RE2, which is what Envoy runs.
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   http:
   - match:
     - uri:
@@ -245,6 +261,7 @@ def test_regex_is_checked_with_re2() -> None:
     route:
     - destination: {host: reviews}
 """
+    )
     v = only(violations_of(text))
     assert v.path == "spec.http[0].match[0].uri.regex"
     assert v.line == line_of(text, "regex:")
@@ -253,7 +270,9 @@ def test_regex_is_checked_with_re2() -> None:
 
 
 def test_weights_must_add_up_to_100() -> None:
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   http:
   - route:
     - destination: {host: reviews, subset: v1}
@@ -261,6 +280,7 @@ def test_weights_must_add_up_to_100() -> None:
     - destination: {host: reviews, subset: v2}
       weight: 60
 """
+    )
     v = only(violations_of(text))
     assert v.path == "spec.http[0].route"
     assert v.line == line_of(text, "- route:")
@@ -281,7 +301,9 @@ def test_weight_rules_for_one_and_missing_weights(route: str, expected: str) -> 
 
 
 def test_several_problems_in_one_file_are_all_reported() -> None:
-    text = VS_HEAD + """\
+    text = (
+        VS_HEAD
+        + """\
   gateways: [my-gateway]
   http:
   - match:
@@ -317,6 +339,7 @@ kind: WorkloadEntry
 metadata: {name: vm}
 spec: {labels: {app: x}}
 """
+    )
     found = {(v.document, v.path) for v in violations_of(text)}
     assert found == {
         (0, "spec.gateways[0]"),
@@ -484,15 +507,38 @@ def test_arbitrary_text_raises_only_config_error(text: str) -> None:
 _scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
 _values = st.recursive(
     _scalars | st.sampled_from(["reviews", "v1", "^a(", "DNS", "STATIC", "mesh"]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(
-            ["hosts", "http", "route", "destination", "host", "subset", "weight", "match",
-             "uri", "regex", "headers", "ports", "number", "name", "resolution", "endpoints",
-             "address", "subsets", "labels", "gateways", "protocol", "x"]
-        ),
-        inner,
-        max_size=4,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "hosts",
+                    "http",
+                    "route",
+                    "destination",
+                    "host",
+                    "subset",
+                    "weight",
+                    "match",
+                    "uri",
+                    "regex",
+                    "headers",
+                    "ports",
+                    "number",
+                    "name",
+                    "resolution",
+                    "endpoints",
+                    "address",
+                    "subsets",
+                    "labels",
+                    "gateways",
+                    "protocol",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
     ),
     max_leaves=12,
 )
@@ -516,3 +562,17 @@ def test_arbitrary_specs_raise_only_config_error(kind: str, spec: object) -> Non
         assert all(v.path or v.message for v in exc.violations)
     else:
         assert resource.kind == kind
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: &a [*a]\n",  # recursive alias
+        "a: &a [x,x,x,x,x,x,x,x,x,x]\n"
+        + "".join(f"{c}: &{c} [{','.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg")),
+    ],
+    ids=["recursive-alias", "alias-bomb"],
+)
+def test_alias_abuse_is_a_violation_not_a_hang(text: str) -> None:
+    v = only(violations_of(text))
+    assert "document expands to more than" in v.message
