@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +185,8 @@ class _Checker:
     def add(self, path: str, message: str, hint: str = "") -> None:
         probe = path
         while probe and probe not in self.lines:  # fall back to the closest parent with a line
-            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            probe = "" if parent == probe else parent
         self.violations.append(
             Violation(message=message, path=path, file=str(self.file), line=self.lines.get(probe), hint=hint)
         )
@@ -291,10 +292,12 @@ def _control_plane(check: _Checker, raw: object, base: Path) -> ControlPlaneSpec
             if isinstance(value, (dict, list)) or value is None:
                 check.add(path, f"must be a scalar, got {value!r}")
                 continue
-            try:  # the same conversion Settings.from_env applies to NOVAMESH_* variables
-                Settings.from_env({f"NOVAMESH_{key.upper()}": str(value)})
-            except NovameshError as exc:
-                check.add(path, str(exc).split(": ", 1)[-1])
+            default = _SETTINGS_FIELDS[key].default
+            kind = str if default is dataclasses.MISSING else type(default)
+            try:  # the conversion Settings.from_env applies to NOVAMESH_* variables
+                kind(str(value))
+            except ValueError:
+                check.add(path, f"must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
                 continue
             settings[key] = str(value)
     return ControlPlaneSpec(data_dir=data_dir, http_port=http_port, xds_port=xds_port, settings=settings)
@@ -474,8 +477,21 @@ class _Proc:
         except ProcessLookupError:
             pass
 
-    def kill_group(self) -> None:
-        """SIGKILL whatever is left of its process group (it leads one: start_new_session)."""
+    def kill_leftovers(self) -> None:
+        """SIGKILL whatever is left of its process group (it leads one: start_new_session), e.g.
+        an Envoy or app orphaned by a crashed agent.
+
+        Only when the group id is provably ours: our process still exists, or no process has
+        that pid (a group id cannot be handed to a new process while any member lives).
+        """
+        if self.popen is None and not self.alive():
+            try:
+                os.kill(self.pid, 0)
+                return  # the pid now belongs to some other process: leave its group alone
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -489,7 +505,7 @@ class _Proc:
     def from_json(cls, data: Mapping[str, Any]) -> _Proc:
         key = data.get("key")
         return cls(role=data["role"], name=data["name"], pid=int(data["pid"]), log=Path(data["log"]),
-                   start_time=data.get("start_time"), key=tuple(key) if key else None)  # type: ignore[arg-type]
+                   start_time=data.get("start_time"), key=(str(key[0]), str(key[1]), str(key[2])) if key else None)
 
 
 @dataclass(frozen=True)
@@ -671,6 +687,8 @@ class StackRunner:
         say(f"applied {len(files)} config file(s) (revision {answer.get('revision')}): {summary or 'no changes'}")
 
     def _start_workloads(self, say: Progress) -> None:
+        if not any(w.replicas for w in self.stack.workloads):
+            return
         before = {w.get("id") for w in self.api_workloads()}  # leftovers of an earlier run are not ours
         for workload in self.stack.workloads:
             env = self.process_env(workload.env)
@@ -697,7 +715,7 @@ class StackRunner:
             raise NovameshError(f"{exc}\n{detail}") from None
         say(f"{len(workers)} workload process(es) ready")
 
-    def _ready_counts(self, exclude: set[Any] = frozenset()) -> dict[tuple[str, str, str], int]:
+    def _ready_counts(self, exclude: Collection[Any] = ()) -> dict[tuple[str, str, str], int]:
         clients = {w.key for w in self.stack.workloads if w.is_client}
         counts: dict[tuple[str, str, str], int] = {}
         for w in self.api_workloads():
@@ -805,8 +823,7 @@ def _stop(procs: list[_Proc], settings: Settings, say: Progress) -> None:
             if p.alive():
                 say(f"{p.name} (pid {p.pid}) did not stop within {grace:g}s; killing it")
         for p in group:
-            if p.start_time is None or p.popen is not None or not p.alive():
-                p.kill_group()  # also children left behind by a crashed agent (Envoy, the app)
+            p.kill_leftovers()
             if p.popen is not None:
                 p.popen.wait()
 

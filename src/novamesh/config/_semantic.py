@@ -10,7 +10,7 @@ Judgement calls, documented in docs/istio-fields.md:
 - A route destination host may not contain a wildcard: traffic needs one concrete service.
 - ``gateways`` may only name ``mesh`` until Gateway support lands.
 - A ServiceEntry with resolution NONE may not list endpoints (Istio rejects it too), and with
-  STATIC it must list endpoints even when it has a ``workloadSelector`` (not enforced yet).
+  STATIC it must list endpoints or select WorkloadEntries with a ``workloadSelector``.
 """
 
 from __future__ import annotations
@@ -272,12 +272,13 @@ def _service_entry(spec: Spec) -> list[Problem]:
         )
     problems += _unique_ports(spec)
     port_names = {p.name for p in spec.ports if p.name}
-    if resolution == "STATIC" and not spec.endpoints:
+    if resolution == "STATIC" and not spec.endpoints and not (spec.workload_selector and spec.workload_selector.labels):
         problems.append(
             Problem(
                 "spec.endpoints",
-                "resolution STATIC needs endpoints with IP addresses",
-                "add `endpoints: [{address: 10.0.0.5}]` (workloadSelector is not enforced yet)",
+                "resolution STATIC needs endpoints with IP addresses, or a workloadSelector",
+                "add `endpoints: [{address: 10.0.0.5}]` or `workloadSelector: {labels: {app: NAME}}` "
+                "selecting WorkloadEntries",
             )
         )
     if resolution == "NONE" and spec.endpoints:

@@ -114,7 +114,7 @@ class Mesh:
         state = dict(self.resources)
         for r in resources:
             state[r.key] = r
-        violations = validate_state(state, [r.key for r in resources], self.settings.domain_suffix)
+        violations = validate_state(state, [r.key for r in resources], self.settings.domain_suffix, previous=self.resources)
         if violations:
             raise ConfigError(violations)
         changes = []
@@ -144,7 +144,7 @@ class Mesh:
         if not present:
             return ApplyResult(self.revision, changes)
         state = {k: v for k, v in self.resources.items() if k not in present}
-        violations = validate_state(state, present, self.settings.domain_suffix)
+        violations = validate_state(state, present, self.settings.domain_suffix, previous=self.resources)
         if violations:
             raise ConfigError(violations, summary="delete refused")
         rev = self.store.commit([], present, author=author or _default_author(), message=message or "delete")

@@ -433,7 +433,7 @@ class EchoServer:
     def start(self) -> EchoServer:
         """Serve in a daemon thread; returns ``self``."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self.server.serve_forever, name=f"echo-{self.port}", daemon=True)
+            self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name=f"echo-{self.port}", daemon=True)
             self._thread.start()
         return self
 
@@ -461,7 +461,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, drain_timeout: float = 5
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    thread = threading.Thread(target=server.serve_forever, name="echo-accept", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="echo-accept", daemon=True)
     thread.start()
     app = server.app
     calls = f" calling {', '.join(app.calls)}" if app.calls else ""

@@ -8,7 +8,7 @@ runtime, ``x-echo-*`` headers on one request.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -62,10 +62,14 @@ def _number(value: object, what: str) -> float:
     return number
 
 
-_PARSERS = {
+def _parse_fail_status(value: object) -> int:
+    return parse_status(value, "fail_status")
+
+
+_PARSERS: dict[str, Callable[[object], Any]] = {
     "delay": parse_delay,
     "fail_fraction": parse_fraction,
-    "fail_status": lambda v: parse_status(v, "fail_status"),
+    "fail_status": _parse_fail_status,
     "status": parse_status,
 }
 
@@ -101,7 +105,8 @@ class Behaviour:
         unknown = sorted(set(changes) - set(_PARSERS))
         if unknown:
             raise ValueError(f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(_PARSERS)}")
-        return replace(self, **{k: _PARSERS[k](v) for k, v in changes.items()})
+        parsed: dict[str, Any] = {k: _PARSERS[k](v) for k, v in changes.items()}
+        return replace(self, **parsed)
 
     def for_request(self, headers: Mapping[str, str]) -> Behaviour:
         """This behaviour with one request's ``x-echo-*`` headers applied (``ValueError`` naming
