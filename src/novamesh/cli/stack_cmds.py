@@ -43,7 +43,7 @@ def down(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Stack file whose stack to stop.", dir_okay=False)] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory of the stack to stop.")] = None,
 ) -> None:
-    """Stop a stack started with ``up --detach`` or ``demo --detach`` (workloads first)."""
+    """Stop a running stack (workloads first, then the control plane)."""
     settings = Settings.from_env()
     if file is not None:
         target = StackRunner(_load(file), settings).data_dir
@@ -74,8 +74,7 @@ def demo(
     http_port: Annotated[int | None, typer.Option("--http-port", help="Control-plane REST port.")] = None,
     xds_port: Annotated[int | None, typer.Option("--xds-port", help="Control-plane xDS port.")] = None,
 ) -> None:
-    """Run the bundled demo: frontend, catalog, reviews v1/v2/v3, ratings and a load generator,
-    with header-based routing and an 80/20 canary for reviews."""
+    """Run the bundled demo: six echo services, a load generator, header routing and a canary."""
     from ..demo import stack_file
 
     stack = _load(stack_file()).with_control_plane(data_dir=data_dir, http_port=http_port, xds_port=xds_port)
