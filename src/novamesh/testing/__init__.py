@@ -5,6 +5,8 @@
   novamesh.testing.echo``): answers with its service, version, the path, headers and caller it saw.
 - :mod:`novamesh.testing.load` — :func:`run_load` (N requests, counted) and :class:`Traffic`
   (steady background traffic that records every failure with its time).
+- :mod:`novamesh.testing.clock` (``ManualClock``) and :mod:`novamesh.testing.mesh`
+  (``LocalMesh``), re-exported here.
 
 The heavier names are imported lazily so ``python -m novamesh.testing.echo`` does not import its own
 module twice.
@@ -16,7 +18,7 @@ from typing import Any
 
 from .waiting import wait_until
 
-__all__ = ["wait_until", "EchoServer", "make_server", "run_load", "LoadResult", "Traffic", "Sample"]
+__all__ = ["wait_until", "EchoServer", "make_server", "run_load", "LoadResult", "Traffic", "Sample", "ManualClock", "LocalMesh"]
 
 _LAZY = {
     "EchoServer": "echo",
@@ -25,6 +27,8 @@ _LAZY = {
     "LoadResult": "load",
     "Traffic": "load",
     "Sample": "load",
+    "ManualClock": "clock",
+    "LocalMesh": "mesh",
 }
 
 

@@ -47,10 +47,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -252,7 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._reply(400, {"error": f"bad request body: {exc}"})
                 return
-            if urlsplit(self.path).path.startswith(CONTROL_PREFIX + "/") or urlsplit(self.path).path == CONTROL_PREFIX:
+            route = urlsplit(self.path).path
+            if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
                 status, payload = app.control(self.command, self.path, body)
             else:
                 status, payload = app.answer(self.command, self.path, headers, self.client_address[0], len(body))
