@@ -230,16 +230,16 @@ class EnvoyProcess:
                 "envoy (pid %d) exited with code %d after %.1fs; restarting in %.1fs. Last log lines:\n%s",
                 self._proc.pid, code, uptime, delay, self.log_tail(),
             )  # fmt: skip
-            await self.clock.sleep(delay)
-            if self._stopping:
-                return
-            try:
-                await self._launch()
-            except EnvoyError as exc:
-                # Keep trying: _proc is still the dead process, so wait() returns at once and the
-                # next attempt comes after a longer delay.
-                log.error("%s", exc)
-                continue
+            while True:
+                await self.clock.sleep(delay)
+                if self._stopping:
+                    return
+                try:
+                    await self._launch()
+                    break
+                except EnvoyError as exc:
+                    delay = self._backoff.next_delay(0.0)
+                    log.error("%s; retrying in %.1fs", exc, delay)
             self.restarts += 1
 
     def log_tail(self, lines: int = 20) -> str:

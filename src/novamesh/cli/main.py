@@ -30,8 +30,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Piped output (scripts, CI logs) gets a wide console so tables are not truncated.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 CP_HELP = "Control-plane REST URL (env NOVAMESH_CONTROL_PLANE_URL; default http://127.0.0.1:15014)."
 ControlPlaneOpt = typer.Option(None, "--control-plane", "-c", help=CP_HELP, envvar="NOVAMESH_CONTROL_PLANE_URL")
