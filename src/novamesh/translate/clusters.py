@@ -12,6 +12,9 @@ from .endpoints import load_assignment
 
 __all__ = ["outbound_clusters", "inbound_clusters", "TranslateOptions"]
 
+HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+"""Envoy keys typed_extension_protocol_options by extension name, not by type URL."""
+
 
 class TranslateOptions:
     """Settings the translation reads (kept tiny and explicit so translation stays pure)."""
@@ -23,7 +26,7 @@ class TranslateOptions:
 def _protocol_options(port: ServicePort) -> dict[str, Any] | None:
     if port.protocol in ("HTTP2", "GRPC"):
         return {
-            T.HTTP_OPTIONS: typed(T.HTTP_OPTIONS, explicit_http_config={"http2_protocol_options": {}})
+            HTTP_OPTIONS_KEY: typed(T.HTTP_OPTIONS, explicit_http_config={"http2_protocol_options": {}})
         }
     return None
 
@@ -86,7 +89,7 @@ def inbound_clusters(proxy: Proxy, opts: TranslateOptions) -> dict[str, dict[str
         }
         if p.protocol in ("HTTP2", "GRPC"):
             c["typed_extension_protocol_options"] = {
-                T.HTTP_OPTIONS: typed(T.HTTP_OPTIONS, explicit_http_config={"http2_protocol_options": {}})
+                HTTP_OPTIONS_KEY: typed(T.HTTP_OPTIONS, explicit_http_config={"http2_protocol_options": {}})
             }
         out[name] = c
     return out

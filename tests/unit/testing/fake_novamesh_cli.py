@@ -5,7 +5,7 @@ runner uses (/healthz, POST /api/v1/apply, /api/v1/workloads) from memory. An ap
 containing ``REJECT-ME`` is answered with 422 and one violation.
 
 ``run --service S --namespace N --version V [--port P ...] --control-plane URL -- CMD...``:
-registers a workload (ready), runs CMD with HOST/PORT set, deregisters on SIGTERM or when CMD
+runs CMD with HOST/PORT set, registers it (ready) once it listens on the first port, deregisters on SIGTERM or when CMD
 exits, and exits with CMD's status.
 """
 
@@ -16,9 +16,11 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,7 +88,8 @@ def control_plane(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"fake control plane on {args.http_port}, data {args.data_dir}", flush=True)
-    stop.wait()
+    while not stop.wait(0.1):
+        pass
     server.shutdown()
     print("fake control plane stopped", flush=True)
     return 0
@@ -99,14 +102,28 @@ def _call(method: str, url: str, body: Any = None) -> Any:
         return json.loads(response.read() or b"{}")
 
 
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace, command: list[str]) -> int:
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(args.port[0] if args.port else 0)}
+    child = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    # Like the real agent: a workload with ports registers once its app listens.
+    while args.port and not _listening(args.port[0]):
+        if child.poll() is not None:
+            print(f"fake run: {args.service} exited with {child.returncode} before listening", flush=True)
+            return child.returncode
+        time.sleep(0.05)
     ports = [{"number": p, "protocol": "HTTP", "name": "", "app_port": p} for p in args.port]
     reg = _call("POST", f"{args.control_plane}/api/v1/workloads",
                 {"kind": "sidecar", "service": args.service, "namespace": args.namespace, "version": args.version,
                  "service_account": "default", "labels": {}, "ports": ports, "ready": True})
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(args.port[0] if args.port else 0)}
-    child = subprocess.Popen(command, env=env)
-    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     code = child.wait()
     _call("DELETE", f"{args.control_plane}/api/v1/workloads/{reg['id']}")
     print(f"fake run: {args.service} exited with {code}", flush=True)

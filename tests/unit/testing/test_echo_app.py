@@ -194,28 +194,25 @@ def test_behaviour_from_env() -> None:
 
 def test_sigterm_finishes_in_flight_requests_and_exits_zero() -> None:
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "novamesh.testing.echo", "--port", "0", "--service", "svc"],
-        stderr=subprocess.PIPE, text=True, env={**env, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stderr is not None
-        banner = proc.stderr.readline()  # "echo svc/v1 listening on 127.0.0.1:PORT"
-        url = "http://" + banner.split(" listening on ")[1].split()[0]
-        results: list[int] = []
+    argv = [sys.executable, "-m", "novamesh.testing.echo", "--port", "0", "--service", "svc"]
+    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**env, "PYTHONUNBUFFERED": "1"}) as proc:
+        try:
+            assert proc.stderr is not None
+            banner = proc.stderr.readline()  # "echo svc/v1 listening on 127.0.0.1:PORT"
+            url = "http://" + banner.split(" listening on ")[1].split()[0]
+            results: list[int] = []
 
-        def slow() -> None:
-            results.append(httpx.get(url, headers={"x-echo-delay": "1"}, trust_env=False, timeout=10).status_code)
+            def slow() -> None:
+                results.append(httpx.get(url, headers={"x-echo-delay": "1"}, trust_env=False, timeout=10).status_code)
 
-        thread = threading.Thread(target=slow)
-        thread.start()
-        wait_until(lambda: httpx.get(url + "/_echo/stats", trust_env=False).json()["in_flight"] == 1, 5,
-                   message="the slow request to arrive")
-        proc.send_signal(signal.SIGTERM)
-        thread.join(10)
-        assert results == [200]
-        assert proc.wait(10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            thread = threading.Thread(target=slow)
+            thread.start()
+            wait_until(lambda: httpx.get(url + "/_echo/stats", trust_env=False).json()["in_flight"] == 1, 5,
+                       message="the slow request to arrive")
+            proc.send_signal(signal.SIGTERM)
+            thread.join(10)
+            assert results == [200]
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -101,13 +101,17 @@ def test_up_starts_everything_and_down_from_the_state_file_stops_it(tmp_path: Pa
 
 
 def test_a_failing_workload_is_named_with_its_log_and_everything_is_stopped(tmp_path: Path) -> None:
-    path = make_stack(tmp_path, """
+    path = make_stack(tmp_path, f"""
         - service: broken
+          ports: [{free_port()}]
           command: [python, -c, "import sys; print('boom: missing database'); sys.exit(3)"]
     """)
     runner = runner_for(path, tmp_path)
     with pytest.raises(NovameshError) as info:
-        runner.up()
+        try:
+            runner.up()
+        finally:
+            runner.down()  # a no-op after up() cleaned up; stops everything if up() wrongly succeeded
     message = str(info.value)
     assert "broken/v1#0 exited (code 3)" in message
     assert "boom: missing database" in message and "broken-v1-0.log" in message
@@ -122,7 +126,10 @@ def test_rejected_config_is_a_config_error_with_the_control_planes_violations(tm
     path = make_stack(tmp_path, config="config: [bad.yaml]\n")
     runner = runner_for(path, tmp_path)
     with pytest.raises(ConfigError) as info:
-        runner.up()
+        try:
+            runner.up()
+        finally:
+            runner.down()  # a no-op after up() cleaned up; stops everything if up() wrongly succeeded
     (violation,) = info.value.violations
     assert violation.path == "spec.hosts[0]" and violation.hint == "do not write REJECT-ME"
     assert not (tmp_path / "data" / STATE_FILE).exists()
