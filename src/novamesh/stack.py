@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import yaml
 
+from .agent.workload import PROTOCOLS as _PROTOCOLS
 from .errors import ConfigError, ControlPlaneUnavailable, NovameshError, Violation
 from .settings import Settings
 
@@ -50,7 +51,6 @@ Progress = Callable[[str], None]
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "UDP", "MONGO", "MYSQL", "REDIS")
 # Ports the sidecar itself binds on every workload address (Istio's reserved ports).
 _RESERVED_PORTS = {15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15090}
 _SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -60,11 +60,19 @@ _SETTINGS_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 @dataclass(frozen=True)
 class PortSpec:
-    """A service port of a workload."""
+    """A service port of a workload. ``app_port`` is where the app listens (``None``: ``novamesh
+    run`` picks one and passes it as ``PORT``); ``name`` is informational (the sidecar names
+    ports ``<protocol>-<number>``, as Istio does)."""
 
     number: int
     protocol: str = "HTTP"
     name: str = ""
+    app_port: int | None = None
+
+    def run_flag(self) -> str:
+        """The ``novamesh run --port`` value: ``NUMBER[/PROTOCOL][=APP_PORT]``."""
+        text = str(self.number) if self.protocol == "HTTP" else f"{self.number}/{self.protocol.lower()}"
+        return text if self.app_port is None else f"{text}={self.app_port}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ class Stack:
 _TOP_KEYS = ("name", "controlPlane", "workloads", "config")
 _CP_KEYS = ("dataDir", "httpPort", "xdsPort", "settings")
 _WORKLOAD_KEYS = ("service", "namespace", "version", "ports", "replicas", "command", "env")
-_PORT_KEYS = ("number", "protocol", "name")
+_PORT_KEYS = ("number", "protocol", "name", "appPort")
 
 
 def _line_index(text: str) -> dict[str, int]:
@@ -367,7 +375,8 @@ def _ports(check: _Checker, raw: object, path: str) -> tuple[PortSpec, ...]:
             protocol = str(m.get("protocol", "HTTP")).upper()
             if protocol not in _PROTOCOLS:
                 check.add(f"{item_path}.protocol", f"unknown protocol {m.get('protocol')!r}", f"one of {', '.join(_PROTOCOLS)}")
-            port = PortSpec(number or 0, protocol, str(m.get("name", "")))
+            app_port = check.port_number(m["appPort"], f"{item_path}.appPort") if "appPort" in m else None
+            port = PortSpec(number or 0, protocol, str(m.get("name", "")), app_port)
         else:
             number = check.port_number(item, item_path)
             port = PortSpec(number or 0)
@@ -455,7 +464,7 @@ def _tail(path: Path, lines: int = 20) -> str:
 class _Proc:
     """A process the stack started: from this runner (``popen``) or from the state file."""
 
-    role: str  # "control-plane" or "workload"
+    role: str  # "control-plane", "workload" (has ports) or "client" (no ports)
     name: str  # "control-plane" or "reviews/v1#0"
     pid: int
     log: Path
@@ -590,7 +599,7 @@ class StackRunner:
         argv = [*self.novamesh_command, "run", "--service", workload.service, "--namespace", workload.namespace,
                 "--version", workload.version]
         for port in workload.ports:
-            argv += ["--port", str(port.number)]
+            argv += ["--port", port.run_flag()]
         command = [sys.executable if a == "python" else a for a in workload.command[:1]] + list(workload.command[1:])
         return [*argv, "--control-plane", self.url, "--", *command]
 
@@ -687,33 +696,39 @@ class StackRunner:
         say(f"applied {len(files)} config file(s) (revision {answer.get('revision')}): {summary or 'no changes'}")
 
     def _start_workloads(self, say: Progress) -> None:
-        if not any(w.replicas for w in self.stack.workloads):
-            return
+        # Servers first; clients (no ports, e.g. load generators) once every server is ready,
+        # so they do not see startup errors. `down` stops them in the reverse order.
         before = {w.get("id") for w in self.api_workloads()}  # leftovers of an earlier run are not ours
-        for workload in self.stack.workloads:
-            env = self.process_env(workload.env)
-            for i in range(workload.replicas):
-                say(f"starting {workload.label} replica {i}")
-                self._spawn("workload", f"{workload.label}#{i}", self.workload_argv(workload),
-                            self.log_dir / workload.log_name(i), env, workload.key)
+        servers = [w for w in self.stack.workloads if not w.is_client]
+        clients = [w for w in self.stack.workloads if w.is_client]
+        for role, group in (("workload", servers), ("client", clients)):
+            if not any(w.replicas for w in group):
+                continue
+            for workload in group:
+                env = self.process_env(workload.env)
+                for i in range(workload.replicas):
+                    say(f"starting {workload.label} replica {i}")
+                    self._spawn(role, f"{workload.label}#{i}", self.workload_argv(workload),
+                                self.log_dir / workload.log_name(i), env, workload.key)
+            self._wait_ready(group, before, "every workload" if role == "workload" else "every client")
+            say(f"{sum(w.replicas for w in group)} {role} process(es) ready")
 
+    def _wait_ready(self, group: list[WorkloadSpec], before: Collection[Any], what: str) -> None:
         def all_ready() -> bool:
             counts = self._ready_counts(exclude=before)
-            return all(counts.get(w.key, 0) >= w.replicas for w in self.stack.workloads)
+            return all(counts.get(w.key, 0) >= w.replicas for w in group)
 
-        workers = [p for p in self._procs if p.role == "workload"]
         try:
-            self._wait(all_ready, self.workload_timeout, [*self._procs], "every workload to be ready")
+            self._wait(all_ready, self.workload_timeout, [*self._procs], f"{what} to be ready")
         except TimeoutError as exc:
             counts = self._ready_counts(exclude=before)
-            missing = [w for w in self.stack.workloads if counts.get(w.key, 0) < w.replicas]
+            missing = [w for w in group if counts.get(w.key, 0) < w.replicas]
             detail = "\n".join(
                 f"{w.label}: {counts.get(w.key, 0)}/{w.replicas} ready; last lines of "
                 f"{self.log_dir / w.log_name(0)}:\n{_tail(self.log_dir / w.log_name(0))}"
                 for w in missing[:3]
             )
             raise NovameshError(f"{exc}\n{detail}") from None
-        say(f"{len(workers)} workload process(es) ready")
 
     def _ready_counts(self, exclude: Collection[Any] = ()) -> dict[tuple[str, str, str], int]:
         clients = {w.key for w in self.stack.workloads if w.is_client}
@@ -809,7 +824,9 @@ def _read_state(data_dir: Path) -> list[_Proc] | None:
 def _stop(procs: list[_Proc], settings: Settings, say: Progress) -> None:
     # Workloads get time to deregister and drain (what `novamesh run` does on SIGTERM).
     workload_grace = settings.deregister_grace + settings.drain_time + settings.stop_timeout + 5
-    for role, grace in (("workload", workload_grace), ("control-plane", settings.stop_timeout + 5)):
+    # Clients first (they make the traffic), then servers, then the control plane.
+    for role, grace in (("client", workload_grace), ("workload", workload_grace),
+                        ("control-plane", settings.stop_timeout + 5)):
         group = [p for p in procs if p.role == role]
         alive = [p for p in group if p.alive()]
         if alive:

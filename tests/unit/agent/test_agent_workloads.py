@@ -52,7 +52,7 @@ class FakeControlPlane:
 
     async def register(self, request: Request) -> dict[str, Any]:
         body = await request.json()
-        self.log.append(("register", body.get("id", ""), body))
+        self.log.append(("register", body.get("id", ""), dict(body)))
         if "id" not in body:
             self._next += 1
             body["id"] = f"w{self._next}-{random.randint(0, 10**6)}"
@@ -250,7 +250,12 @@ class H(http.server.BaseHTTPRequestHandler):
             os._exit(3)
         self.send_response(200); self.end_headers(); self.wfile.write(b"app")
     def log_message(self, *a): pass
-http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+import threading
+ports = [int(v) for k, v in os.environ.items() if k.startswith("NOVAMESH_PORT_")]
+servers = [http.server.HTTPServer((os.environ["HOST"], p), H) for p in ports]
+for server in servers[1:]:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+servers[0].serve_forever()
 """
 
 

@@ -36,7 +36,7 @@ def test_a_full_stack_file_loads_with_defaults(tmp_path: Path) -> None:
           settings: {debounce_quiet: 0.2, envoy_log_level: debug}
         workloads:
           - service: web
-            ports: [8080, {number: 9090, protocol: grpc, name: grpc-api}]
+            ports: [8080, {number: 9090, protocol: grpc, name: grpc-api, appPort: 19090}]
             command: python -m novamesh.testing.echo --verbose
             env: {ECHO_DELAY: 0.1, FLAG: true}
           - service: client
@@ -52,7 +52,8 @@ def test_a_full_stack_file_loads_with_defaults(tmp_path: Path) -> None:
     assert stack.control_plane.settings == {"debounce_quiet": "0.2", "envoy_log_level": "debug"}
     web, client = stack.workloads
     assert (web.namespace, web.version, web.replicas) == ("default", "v1", 1)
-    assert web.ports == (PortSpec(8080), PortSpec(9090, "GRPC", "grpc-api"))
+    assert web.ports == (PortSpec(8080), PortSpec(9090, "GRPC", "grpc-api", 19090))
+    assert [p.run_flag() for p in web.ports] == ["8080", "9090/grpc=19090"]
     assert web.command == ("python", "-m", "novamesh.testing.echo", "--verbose")
     assert web.env == {"ECHO_DELAY": "0.1", "FLAG": "true"}
     assert client.is_client and client.replicas == 2 and client.log_name(1) == "client-v2-1.log"
@@ -63,7 +64,7 @@ def test_runner_merges_settings_and_builds_commands(tmp_path: Path) -> None:
     path = write(tmp_path, """
         controlPlane: {httpPort: 16014, xdsPort: 16010, settings: {debounce_quiet: 0.3}}
         workloads:
-          - {service: web, ports: [8080, 8081], command: [python, app.py]}
+          - {service: web, ports: [8080, {number: 3306, protocol: TCP}], command: [python, app.py]}
     """)
     runner = StackRunner(load_stack(path), Settings(data_dir=str(tmp_path / "home")))
     assert runner.data_dir == tmp_path / "home" / "stacks" / tmp_path.name.lower().replace("_", "-")
@@ -75,7 +76,7 @@ def test_runner_merges_settings_and_builds_commands(tmp_path: Path) -> None:
     argv = runner.workload_argv(runner.stack.workloads[0])
     assert argv[argv.index("run"):argv.index("--")] == [
         "run", "--service", "web", "--namespace", "default", "--version", "v1",
-        "--port", "8080", "--port", "8081", "--control-plane", "http://127.0.0.1:16014"]
+        "--port", "8080", "--port", "3306/tcp", "--control-plane", "http://127.0.0.1:16014"]
     assert argv[argv.index("--") + 2:] == ["app.py"] and argv[argv.index("--") + 1] != "python"
 
 

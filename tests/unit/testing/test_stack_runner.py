@@ -98,6 +98,7 @@ def test_up_starts_everything_and_down_from_the_state_file_stops_it(tmp_path: Pa
     assert all(pid_gone(p["pid"]) for p in state["processes"])
     assert not (tmp_path / "data" / STATE_FILE).exists()
     assert stop_stack(tmp_path / "data") is False
+    runner.down()  # idempotent; here it only reaps the (already exited) children
 
 
 def test_a_failing_workload_is_named_with_its_log_and_everything_is_stopped(tmp_path: Path) -> None:
