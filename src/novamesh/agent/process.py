@@ -11,11 +11,11 @@ import signal
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .clock import Clock
 
-__all__ = ["ProcessLike", "die_with_parent", "race_timeout", "terminate", "tail", "exit_status"]
+__all__ = ["ProcessLike", "die_with_parent", "first_of", "race_timeout", "terminate", "tail", "exit_status"]
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +65,31 @@ def die_with_parent() -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
-async def race_timeout(aw: Awaitable[T], timeout: float, clock: Clock) -> tuple[bool, T | None]:
-    """Await ``aw`` for at most ``timeout`` seconds of ``clock`` time.
+async def first_of(aw: Awaitable[T], rival: Awaitable[object]) -> tuple[bool, T | None]:
+    """Await ``aw`` unless ``rival`` finishes first; the loser is cancelled.
 
-    Returns ``(True, result)`` if it finished, ``(False, None)`` if the time ran out (``aw`` is
-    then cancelled). Exceptions from ``aw`` propagate.
+    Returns ``(True, result)`` if ``aw`` finished (its exception propagates), else
+    ``(False, None)``.
     """
     work: asyncio.Future[T] = asyncio.ensure_future(aw)
-    timer = asyncio.ensure_future(clock.sleep(timeout))
+    other: asyncio.Future[object] = asyncio.ensure_future(rival)
+    futures: set[asyncio.Future[Any]] = {work, other}
     try:
-        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        pending = [task for task in (work, timer) if not task.done()]
-        for task in pending:
-            task.cancel()
+        pending = [f for f in futures if not f.done()]
+        for f in pending:
+            f.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     if work.cancelled():
         return False, None
     return True, work.result()
+
+
+async def race_timeout(aw: Awaitable[T], timeout: float, clock: Clock) -> tuple[bool, T | None]:
+    """Await ``aw`` for at most ``timeout`` seconds of ``clock`` time: ``(True, result)``, or
+    ``(False, None)`` if the time ran out (``aw`` is then cancelled)."""
+    return await first_of(aw, clock.sleep(timeout))
 
 
 async def terminate(proc: ProcessLike, timeout: float, clock: Clock, name: str = "process") -> int:

@@ -29,7 +29,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import EnvoyError, NovameshError
 from ..model.proxy import Proxy
@@ -39,7 +39,7 @@ from .client import ControlPlaneClient, WorkloadSpec
 from .clock import Clock, SystemClock
 from .envoy import EnvoyProcess
 from .health import HealthServer
-from .process import die_with_parent, exit_status, terminate
+from .process import die_with_parent, exit_status, first_of, terminate
 from .registration import Registration
 from .workload import AgentConfig, app_environment, free_port, port_open
 
@@ -154,18 +154,10 @@ class Agent:
 
     async def _unless_stopped(self, aw: Awaitable[T]) -> T:
         """Await ``aw``, abandoning it (raising :class:`_Stopped`) if a stop is requested."""
-        work: asyncio.Future[T] = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            pending = [t for t in (work, stop) if not t.done()]
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        if work.cancelled():
+        finished, value = await first_of(aw, self._stop.wait())
+        if not finished:
             raise _Stopped
-        return work.result()
+        return cast(T, value)
 
     async def _start_and_serve(self) -> int | None:
         """Start everything; returns the app's exit status if it ended by itself, else None."""

@@ -58,26 +58,27 @@ SIGTERM/SIGINT, after deregistering and draining.
 Example: novamesh agent --service ratings --port 9080=8080 --app-host 127.0.0.1
 """
 
-ServiceOpt = Annotated[str, typer.Option("--service", "-s", help="Service this workload serves (its name in the mesh).")]
+_PORT_HELP = f"Service port, repeatable; syntax {PORT_SYNTAX}. Protocols: HTTP (default), HTTP2, GRPC, HTTPS, TLS, TCP."
+_ADDRESS_HELP = "Loopback address to request (e.g. 127.1.0.7); default: the control plane allocates one."
+_CP_HELP = "Control-plane REST URL (default: $NOVAMESH_CONTROL_PLANE_URL, else http://127.0.0.1:15014)."
+_DATA_HELP = (
+    "Where workload files go (DATA_DIR/workloads/SERVICE-VERSION-ID/; "
+    "default: $NOVAMESH_DATA_DIR, else ~/.local/state/novamesh)."
+)
+_APP_HOST_HELP = "Address your app listens on (the APP_PORTs of --port)."
+
+ServiceOpt = Annotated[str, typer.Option("--service", "-s", help="Service this workload serves (its mesh name).")]
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the service.")]
 VersionOpt = Annotated[str, typer.Option("--version", help="Version label of this workload (subsets select on it).")]
-PortOpt = Annotated[
-    list[str] | None,
-    typer.Option("--port", "-p", help=f"Service port, repeatable; syntax {PORT_SYNTAX}. Protocols: HTTP (default), HTTP2, GRPC, HTTPS, TLS, TCP."),
-]
+PortOpt = Annotated[list[str] | None, typer.Option("--port", "-p", help=_PORT_HELP)]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Workload label key=value, repeatable.")]
-SaOpt = Annotated[str, typer.Option("--service-account", help="Service account: the workload's identity (SPIFFE id).")]
-AddressOpt = Annotated[
-    str | None,
-    typer.Option("--address", help="Loopback address to request (e.g. 127.1.0.7); default: the control plane allocates one."),
-]
-ControlPlaneOpt = Annotated[
-    str | None,
-    typer.Option("--control-plane", help="Control-plane REST URL (default: $NOVAMESH_CONTROL_PLANE_URL, else http://127.0.0.1:15014)."),
-]
-DataDirOpt = Annotated[
-    str | None,
-    typer.Option("--data-dir", help="Where workload files go (DATA_DIR/workloads/SERVICE-VERSION-ID/; default: $NOVAMESH_DATA_DIR, else ~/.local/state/novamesh)."),
+SaOpt = Annotated[str, typer.Option("--service-account", help="Service account: the workload's identity.")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help=_ADDRESS_HELP)]
+ControlPlaneOpt = Annotated[str | None, typer.Option("--control-plane", help=_CP_HELP)]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=_DATA_HELP)]
+AppHostOpt = Annotated[str, typer.Option("--app-host", help=_APP_HOST_HELP)]
+CommandArg = Annotated[
+    list[str], typer.Argument(metavar="CMD", help="The app to run and its arguments, after `--`.", show_default=False)
 ]
 
 
@@ -139,7 +140,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run", help=RUN_HELP, no_args_is_help=True)
     def run(
         service: ServiceOpt,
-        command: Annotated[list[str], typer.Argument(metavar="CMD", help="The app to run and its arguments, after `--`.", show_default=False)],
+        command: CommandArg,
         namespace: NamespaceOpt = "default",
         version: VersionOpt = "v1",
         port: PortOpt = None,
@@ -166,7 +167,7 @@ def register(app: typer.Typer) -> None:
         label: LabelOpt = None,
         service_account: SaOpt = "default",
         address: AddressOpt = None,
-        app_host: Annotated[str, typer.Option("--app-host", help="Address your app listens on (the APP_PORTs of --port).")] = "127.0.0.1",
+        app_host: AppHostOpt = "127.0.0.1",
         control_plane: ControlPlaneOpt = None,
         data_dir: DataDirOpt = None,
     ) -> None:

@@ -59,7 +59,7 @@ class FakeProcess:
 class FakeLauncher:
     """Launch n crashes with ``uptimes[n]``; after the list, processes stay up."""
 
-    def __init__(self, clock: FakeClock, uptimes: list[float | None]) -> None:
+    def __init__(self, clock: FakeClock, uptimes: Sequence[float | None]) -> None:
         self.clock = clock
         self.uptimes = uptimes
         self.launched: list[FakeProcess] = []
@@ -91,7 +91,7 @@ def _settings() -> Settings:
     return Settings(restart_backoff_initial=0.5, restart_backoff_max=10.0, restart_reset_after=30.0)
 
 
-async def _supervise(tmp_path: Path, uptimes: list[float | None]) -> tuple[FakeClock, FakeLauncher, EnvoyProcess]:
+async def _supervise(tmp_path: Path, uptimes: Sequence[float | None]) -> tuple[FakeClock, FakeLauncher, EnvoyProcess]:
     clock = FakeClock()
     launcher = FakeLauncher(clock, uptimes)
     envoy = EnvoyProcess(

@@ -156,7 +156,8 @@ def test_run_parses_flags_and_exits_with_the_apps_code(
 
 def test_agent_mode_and_bad_flags(cli: tuple[typer.Typer, list[tuple[AgentConfig, Settings]]]) -> None:
     app, seen = cli
-    result = CliRunner().invoke(app, ["agent", "--service", "ratings", "--port", "9080=8080", "--app-host", "127.0.0.2"])
+    args = ["agent", "--service", "ratings", "--port", "9080=8080", "--app-host", "127.0.0.2"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 5, result.output
     assert seen[0][0].command == () and seen[0][0].app_host == "127.0.0.2"
 

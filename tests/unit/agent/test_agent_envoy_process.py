@@ -32,7 +32,8 @@ def unique_address() -> str:
 def static_bootstrap(address: str, admin_port: int, listener_port: int, body: str = "hello") -> dict[str, Any]:
     """Admin plus one listener answering every request with ``body`` (no xDS)."""
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
         "stat_prefix": "test",
         "route_config": {
             "virtual_hosts": [

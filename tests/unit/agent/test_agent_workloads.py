@@ -243,7 +243,7 @@ json.dump({k: v for k, v in os.environ.items() if k in ("HOST", "PORT", "HTTP_PR
            or k.startswith("NOVAMESH_")}, open(sys.argv[1], "w"))
 if sys.argv[2] == "fail-early":
     sys.exit(7)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0 if sys.argv[2] == "serve" else 1))
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/exit":
@@ -358,3 +358,57 @@ async def test_agent_without_control_plane_fails_clearly(tmp_path: Path) -> None
     agent = make_agent(tmp_path, cp, "serve")
     with pytest.raises(ControlPlaneUnavailable, match=str(cp.port)):
         await asyncio.wait_for(agent.run(handle_signals=False), DEADLINE)
+
+
+AGENT_PROCESS = """
+import asyncio, sys
+from novamesh.agent.runner import Agent
+from novamesh.agent.workload import AgentConfig, PortSpec
+from novamesh.settings import Settings
+
+def builder(proxy, settings):
+    return {"admin": {"address": {"socket_address": {"address": proxy.address, "port_value": proxy.admin_port}}}}
+
+async def main():
+    data_dir, url, app, env_path, mode = sys.argv[1:]
+    settings = Settings(data_dir=data_dir, control_plane_url=url, deregister_grace=0.0, drain_time=0.0)
+    config = AgentConfig(service="reviews", ports=(PortSpec(9080),), command=(sys.executable, "-c", app, env_path, mode))
+    agent = Agent(config, settings, bootstrap_builder=builder)
+    async def announce():
+        await agent.started.wait()
+        print("STARTED", flush=True)
+    task = asyncio.create_task(announce())
+    try:
+        return await agent.run()
+    finally:
+        task.cancel()
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+@pytest.mark.parametrize(("sig", "mode", "expected"), [
+    (signal.SIGTERM, "serve", 0),  # the app exits cleanly when stopped: 0
+    (signal.SIGINT, "unclean", 130),  # it does not: 128 + the agent's signal
+])  # fmt: skip
+async def test_signalled_agent_process_shuts_down_in_order(
+    tmp_path: Path, control_plane: FakeControlPlane, sig: signal.Signals, mode: str, expected: int
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", AGENT_PROCESS, str(tmp_path / "data"), control_plane.url, APP,
+        str(tmp_path / "env.json"), mode, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
+        assert line.strip() == b"STARTED"
+        (wid,) = control_plane.workloads
+        await eventually(lambda: control_plane.workloads[wid].get("ready") is True, "a ready heartbeat")
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), DEADLINE) == expected
+        assert control_plane.workloads == {}
+        assert control_plane.calls("deregister")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
