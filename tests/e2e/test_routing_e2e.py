@@ -187,7 +187,13 @@ def test_stopping_and_killing_workloads_removes_endpoints(mesh: LocalMesh, clien
 
     b.kill()  # SIGKILL: no deregistration; the lease (4s here) must expire
     poll(lambda: all(w["id"] != b.info["id"] for w in mesh.workloads_info()), 20, "lease expiry of the killed workload")
-    poll(lambda: _get(client, "http://cache:9080/").status_code == 503, 20, "no endpoints left for cache")
+    # The service is still known (service_retention), so callers get 503 no healthy upstream,
+    # not 404 no such host, once its last endpoint is gone.
+    def no_endpoints() -> bool:
+        r = _get(client, "http://cache:9080/")
+        return r.status_code == 503 and "no healthy upstream" in r.text
+
+    poll(no_endpoints, 20, "503 no healthy upstream for cache")
 
 
 def test_control_plane_restart_keeps_traffic_and_resyncs(mesh: LocalMesh, client: WorkloadProcess) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "find_envoy",
     "validate_config",
     "Backoff",
+    "Activity",
     "DrainResult",
     "Launcher",
     "EnvoyProcess",
@@ -111,11 +112,32 @@ class Backoff:
 
 
 @dataclass(frozen=True)
-class DrainResult:
-    """What was still active when :meth:`EnvoyProcess.drain` returned."""
+class Activity:
+    """Active downstream work of an Envoy, not counting its admin interface."""
 
     requests: int
+    """HTTP requests in flight (``http.*.downstream_rq_active``)."""
     connections: int
+    """Open connections on all listeners (``listener.*.downstream_cx_active``)."""
+    http_connections: int
+    """How many of those are HTTP connections (``http.*.downstream_cx_active``)."""
+
+    @property
+    def idle(self) -> bool:
+        """No HTTP request in flight and no other (TCP) connection open.
+
+        Idle HTTP keep-alive connections do not count: other sidecars keep pooled connections
+        to our inbound listener and Envoy does not close idle ones when draining, so waiting
+        for them would always take the whole drain time while nothing is in flight.
+        """
+        return self.requests == 0 and self.connections - self.http_connections <= 0
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """How :meth:`EnvoyProcess.drain` ended: ``completed`` if Envoy became idle in time."""
+
+    activity: Activity
     completed: bool
 
 
@@ -280,9 +302,8 @@ class EnvoyProcess:
                 )
             await self.clock.sleep(self.settings.agent_poll_interval)
 
-    async def active(self) -> tuple[int, int]:
-        """``(active downstream requests, active downstream connections)`` over all listeners,
-        not counting the admin interface's own."""
+    async def active(self) -> Activity:
+        """Current downstream activity, read from the admin stats."""
         assert self._http is not None
         response = await self._http.get(
             f"{self.admin_url}/stats", params={"format": "json", "filter": r"downstream_(rq|cx)_active$"}
@@ -291,33 +312,33 @@ class EnvoyProcess:
         return _count_active(response.json())
 
     async def drain(self, timeout: float | None = None) -> DrainResult:
-        """Gracefully drain all listeners and wait until no request or connection is active, or
-        ``timeout`` (default ``settings.drain_time``) passes. After a drain the supervisor no
-        longer restarts Envoy; call :meth:`stop` next."""
+        """Gracefully drain all listeners (``POST /drain_listeners?graceful``) and wait until
+        Envoy is :attr:`Activity.idle` or ``timeout`` (default ``settings.drain_time``) passes.
+        After a drain the supervisor no longer restarts Envoy; call :meth:`stop` next."""
         timeout = self.settings.drain_time if timeout is None else timeout
         self._stopping = True
+        activity = Activity(0, 0, 0)
         if self._http is None or not self.running:
-            return DrainResult(0, 0, True)
+            return DrainResult(activity, True)
         deadline = self.clock.monotonic() + timeout
-        requests = connections = -1
         try:
             response = await self._http.post(f"{self.admin_url}/drain_listeners?graceful")
             response.raise_for_status()
             while True:
-                requests, connections = await self.active()
-                if requests == 0 and connections == 0:
-                    return DrainResult(0, 0, True)
+                activity = await self.active()
+                if activity.idle:
+                    return DrainResult(activity, True)
                 if self.clock.monotonic() >= deadline:
                     break
                 await self.clock.sleep(self.settings.agent_poll_interval)
         except httpx.HTTPError as exc:
             log.warning("draining envoy at %s failed: %s", self.admin_url, exc)
-            return DrainResult(max(requests, 0), max(connections, 0), False)
+            return DrainResult(activity, False)
         log.warning(
-            "envoy drain timed out after %.1fs with %d request(s) and %d connection(s) still active",
-            timeout, requests, connections,
+            "envoy drain timed out after %.1fs with %d request(s) and %d non-HTTP connection(s) still active",
+            timeout, activity.requests, activity.connections - activity.http_connections,
         )  # fmt: skip
-        return DrainResult(requests, connections, False)
+        return DrainResult(activity, False)
 
     async def stop(self, timeout: float | None = None) -> int | None:
         """Stop supervising, SIGTERM Envoy and SIGKILL it after ``timeout`` (default
@@ -345,19 +366,18 @@ class EnvoyProcess:
         await self.stop()
 
 
-def _count_active(stats: Any) -> tuple[int, int]:
-    requests = connections = 0
+def _count_active(stats: Any) -> Activity:
+    totals = {"rq": 0, "cx": 0, "http_cx": 0}
     for stat in stats.get("stats", []):
         name, value = str(stat.get("name", "")), stat.get("value")
-        if not isinstance(value, int):
-            continue
-        if name.startswith("http.") and not name.startswith("http.admin.") and name.endswith(".downstream_rq_active"):
-            requests += value
-        elif (
-            name.startswith("listener.")
-            and not name.startswith("listener.admin.")
-            and ".worker_" not in name  # per-worker gauges repeat the listener's total
-            and name.endswith(".downstream_cx_active")
-        ):
-            connections += value
-    return requests, connections
+        if not isinstance(value, int) or name.split(".")[1:2] == ["admin"]:
+            continue  # the admin interface's own connection (our poll) is not work to drain
+        if name.startswith("http."):
+            if name.endswith(".downstream_rq_active"):
+                totals["rq"] += value
+            elif name.endswith(".downstream_cx_active"):
+                totals["http_cx"] += value
+        # Per-worker gauges (listener.X.worker_N.*) repeat the listener's total.
+        elif name.startswith("listener.") and ".worker_" not in name and name.endswith(".downstream_cx_active"):
+            totals["cx"] += value
+    return Activity(requests=totals["rq"], connections=totals["cx"], http_connections=totals["http_cx"])

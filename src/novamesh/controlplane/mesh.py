@@ -51,6 +51,7 @@ class Mesh:
         self.debouncer = Debouncer(settings.debounce_quiet, settings.debounce_max, clock)
         self.registry = Registry(
             store, lease_ttl=settings.lease_ttl, address_pool=settings.address_pool, clock=clock,
+            service_retention=settings.service_retention,
             on_change=self.debouncer.trigger,
         )
         self.cache = TranslationCache(TranslateOptions(connect_timeout=settings.connect_timeout))
@@ -75,6 +76,7 @@ class Mesh:
             revision=self.revision,
             registry_version=self.registry.version,
             domain_suffix=self.settings.domain_suffix,
+            departed=self.registry.departed_services(),
         )
 
     def push(self) -> None:

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from ..config.names import resolve_host, service_fqdn
 from ..config.resource import Resource, ResourceKey
 from ..config.types import DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec
-from ..registry.registry import Workload
+from ..registry.registry import Workload, WorkloadPort
 
 __all__ = ["ServicePort", "Endpoint", "Service", "MeshSnapshot", "build_snapshot", "HTTP_PROTOCOLS"]
 
@@ -131,7 +131,9 @@ class MeshSnapshot:
         return None
 
 
-def _registry_services(workloads: Iterable[Workload], suffix: str) -> dict[str, Service]:
+def _registry_services(
+    workloads: Iterable[Workload], suffix: str, departed: Iterable[tuple[str, str, tuple[WorkloadPort, ...]]] = ()
+) -> dict[str, Service]:
     grouped: dict[tuple[str, str], list[Workload]] = {}
     for w in workloads:
         if w.kind != "sidecar" or not w.ports:
@@ -162,7 +164,14 @@ def _registry_services(workloads: Iterable[Workload], suffix: str) -> dict[str, 
             endpoints=endpoints,
             short_name=name,
         )
-    return out
+    for ns, name, wports in departed:
+        fqdn = service_fqdn(name, ns, suffix)
+        if fqdn not in out:
+            out[fqdn] = Service(
+                hostname=fqdn, namespace=ns, short_name=name,
+                ports=tuple(ServicePort(p.number, p.protocol or "HTTP", p.name) for p in sorted(wports, key=lambda p: p.number)),
+            )
+    return dict(sorted(out.items()))
 
 
 def _entry_endpoint(we: WorkloadEntrySpec, ports: tuple[ServicePort, ...]) -> Endpoint:
@@ -241,12 +250,13 @@ def build_snapshot(
     revision: int,
     registry_version: int,
     domain_suffix: str = "cluster.local",
+    departed: Iterable[tuple[str, str, tuple[WorkloadPort, ...]]] = (),
 ) -> MeshSnapshot:
     """Pure: build the indexed snapshot from a config set and the registry's workloads."""
     by_kind: dict[str, list[Resource]] = {}
     for key in sorted(resources):
         by_kind.setdefault(key[0], []).append(resources[key])
-    services = _registry_services(workloads, domain_suffix)
+    services = _registry_services(workloads, domain_suffix, departed)
     for fqdn, svc in _entry_services(by_kind.get("ServiceEntry", []), by_kind.get("WorkloadEntry", []), domain_suffix).items():
         services.setdefault(fqdn, svc)  # a registered service wins over an entry of the same name
     vss = tuple(by_kind.get("VirtualService", []))

@@ -97,6 +97,7 @@ class Registry:
         *,
         lease_ttl: float,
         address_pool: str,
+        service_retention: float = 300.0,
         clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[], None] | None = None,
     ) -> None:
@@ -106,6 +107,8 @@ class Registry:
         self._pool = ipaddress.ip_network(address_pool)
         self._on_change = on_change or (lambda: None)
         self._entries: dict[str, _Entry] = {}
+        self._retention = service_retention
+        self._departed: dict[tuple[str, str], tuple[tuple[WorkloadPort, ...], float]] = {}
         self._version = 0
         for data, expires in store.load_workloads():
             w = Workload.from_dict(data)
@@ -179,17 +182,36 @@ class Registry:
         entry = self._entries.pop(wid, None)
         self._store.delete_workload(wid)
         if entry is not None:
+            self._remember(entry.workload)
             self._changed()
         return entry is not None
+
+    def _remember(self, w: Workload) -> None:
+        if w.ports:
+            self._departed[(w.namespace, w.service)] = (w.ports, self._clock.time() + self._retention)
+
+    def departed_services(self) -> list[tuple[str, str, tuple[WorkloadPort, ...]]]:
+        """Services whose workloads all left less than ``service_retention`` ago (namespace,
+        service, ports): still known to the mesh, so callers get 503 (no healthy upstream)
+        rather than 404 (no such host) while a service restarts or scales from zero."""
+        now = self._clock.time()
+        live = {(e.workload.namespace, e.workload.service) for e in self._entries.values()}
+        for key in [k for k, (_, until) in self._departed.items() if until <= now]:
+            del self._departed[key]
+        return [(ns, svc, ports) for (ns, svc), (ports, _) in sorted(self._departed.items()) if (ns, svc) not in live]
 
     def expire(self) -> list[Workload]:
         """Drop workloads whose lease has expired; returns them."""
         now = self._clock.time()
+        forgotten = [k for k, (_, until) in self._departed.items() if until <= now]
+        for key in forgotten:
+            del self._departed[key]
         gone = [e.workload for e in self._entries.values() if e.expires_at <= now]
         for w in gone:
             del self._entries[w.id]
             self._store.delete_workload(w.id)
-        if gone:
+            self._remember(w)
+        if gone or forgotten:
             self._changed()
         return gone
 

@@ -88,3 +88,17 @@ def test_leases_survive_a_restart(tmp_path: Path) -> None:
     assert reg2.get(w.id).address == w.address
     clock.advance(11)
     assert [x.id for x in reg2.expire()] == [w.id]
+
+
+def test_departed_service_is_remembered_for_the_retention_period(tmp_path: Path) -> None:
+    clock = ManualClock()
+    reg = Registry(SqliteStore(tmp_path / "s.db", clock=clock), lease_ttl=10, address_pool="127.9.0.0/24",
+                   clock=clock, service_retention=60)
+    w = reg.register({"service": "cache", "ports": [{"number": 6379, "protocol": "TCP"}]})
+    assert reg.departed_services() == []
+    reg.deregister(w.id)
+    [(ns, svc, ports)] = reg.departed_services()
+    assert (ns, svc, [p.number for p in ports]) == ("default", "cache", [6379])
+    clock.advance(61)
+    reg.expire()
+    assert reg.departed_services() == []
