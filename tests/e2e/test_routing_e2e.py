@@ -127,7 +127,7 @@ def test_change_under_traffic_has_zero_failures(mesh: LocalMesh, client: Workloa
     mesh.apply(DR + "---\n" + SPLIT)
     with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=50) as traffic:
         poll(lambda: traffic.count >= 50, 20, "traffic flowing")
-        mesh.apply(ALL_V3)
+        mesh.apply(DR + "---\n" + ALL_V3)
         poll(lambda: _get(client, "http://reviews:9080/").headers.get("x-echo-service") == "reviews/v3", 10, "change effective")
         start = traffic.count
         poll(lambda: traffic.count >= start + 50, 20, "more traffic after the change")
@@ -136,7 +136,7 @@ def test_change_under_traffic_has_zero_failures(mesh: LocalMesh, client: Workloa
 
 
 def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess) -> None:
-    mesh.apply(ALL_V3)
+    mesh.apply(DR + "---\n" + ALL_V3)
     before = mesh.api.get("/api/v1/resources")
     rev = mesh.api.get("/healthz")["revision"]
     bad = ALL_V3.replace("subset: v3", "subset: v9")  # a subset no DestinationRule defines
@@ -149,7 +149,7 @@ def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess
 
 
 def test_nack_is_reported_and_last_good_config_kept(mesh: LocalMesh, client: WorkloadProcess) -> None:
-    mesh.apply(ALL_V3)
+    mesh.apply(DR + "---\n" + ALL_V3)
     # Valid RE2, but over Envoy's default regex program-size limit: only Envoy can say no.
     greedy = ALL_V3.replace("  - route:", "  - match:\n    - uri: {regex: '/(a|b){300}'}\n    route:", 1)
     greedy += "  - route:\n    - destination: {host: reviews, subset: v1}\n"
@@ -167,12 +167,12 @@ def test_nack_is_reported_and_last_good_config_kept(mesh: LocalMesh, client: Wor
     assert "NACK" in status.stdout and "program size" in status.stdout
     # Envoy keeps the last good routes: everything still goes to v3.
     assert _versions(client, "http://reviews:9080/", 20) == Counter({"reviews/v3": 20})
-    mesh.apply(ALL_V3)
+    mesh.apply(DR + "---\n" + ALL_V3)
     mesh.wait_synced()
 
 
 def test_stopping_and_killing_workloads_removes_endpoints(mesh: LocalMesh, client: WorkloadProcess) -> None:
-    mesh.apply(ALL_V3)
+    mesh.apply(DR + "---\n" + ALL_V3)
     a = mesh.echo("cache", version="v1")
     b = mesh.echo("cache", version="v2")
     poll(lambda: set(_versions(client, "http://cache:9080/", 20)) == {"cache/v1", "cache/v2"}, 20, "both cache replicas serve")
@@ -197,7 +197,7 @@ def test_stopping_and_killing_workloads_removes_endpoints(mesh: LocalMesh, clien
 
 
 def test_control_plane_restart_keeps_traffic_and_resyncs(mesh: LocalMesh, client: WorkloadProcess) -> None:
-    mesh.apply(ALL_V3)
+    mesh.apply(DR + "---\n" + ALL_V3)
     with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=40) as traffic:
         poll(lambda: traffic.count >= 40, 20, "traffic flowing")
         mesh.stop_control_plane()

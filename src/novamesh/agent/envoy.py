@@ -194,6 +194,8 @@ class EnvoyProcess:
         """How many times the supervisor restarted Envoy."""
         self.exits = 0
         """How many times Envoy exited unexpectedly."""
+        self.draining = False
+        """Whether Envoy accepted the drain request of :meth:`drain`."""
 
     @property
     def pid(self) -> int | None:
@@ -324,6 +326,7 @@ class EnvoyProcess:
         try:
             response = await self._http.post(f"{self.admin_url}/drain_listeners?graceful")
             response.raise_for_status()
+            self.draining = True
             while True:
                 activity = await self.active()
                 if activity.idle:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from novamesh.agent.bootstrap import build_bootstrap, write_bootstrap
-from novamesh.agent.envoy import EnvoyProcess
+from novamesh.agent.envoy import Activity, EnvoyProcess, _count_active
 from novamesh.agent.workload import free_port
 from novamesh.errors import EnvoyError
 from novamesh.model.proxy import Proxy
@@ -29,8 +29,16 @@ def unique_address() -> str:
     return f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
 
 
-def static_bootstrap(address: str, admin_port: int, listener_port: int, body: str = "hello") -> dict[str, Any]:
-    """Admin plus one listener answering every request with ``body`` (no xDS)."""
+def static_bootstrap(address: str, admin_port: int, listener_port: int, backend_port: int = 0) -> dict[str, Any]:
+    """Admin plus one listener (no xDS) answering "hello", or proxying to 127.0.0.1:backend_port."""
+    action: dict[str, Any] = {"direct_response": {"status": 200, "body": {"inline_string": "hello"}}}
+    clusters: list[dict[str, Any]] = []
+    if backend_port:
+        action = {"route": {"cluster": "backend", "timeout": "0s"}}
+        endpoint = {"address": {"socket_address": {"address": "127.0.0.1", "port_value": backend_port}}}
+        clusters.append({"name": "backend", "type": "STATIC", "connect_timeout": "1s",
+                         "load_assignment": {"cluster_name": "backend",
+                                             "endpoints": [{"lb_endpoints": [{"endpoint": endpoint}]}]}})  # fmt: skip
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
         ".HttpConnectionManager",
@@ -40,9 +48,7 @@ def static_bootstrap(address: str, admin_port: int, listener_port: int, body: st
                 {
                     "name": "all",
                     "domains": ["*"],
-                    "routes": [
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": body}}}
-                    ],
+                    "routes": [{"match": {"prefix": "/"}, **action}],
                 }
             ]
         },
@@ -56,6 +62,7 @@ def static_bootstrap(address: str, admin_port: int, listener_port: int, body: st
     return {
         "admin": {"address": {"socket_address": {"address": address, "port_value": admin_port}}},
         "static_resources": {
+            "clusters": clusters,
             "listeners": [
                 {
                     "name": "test",
@@ -175,3 +182,68 @@ async def test_real_bootstrap_without_control_plane_is_not_ready(tmp_path: Path)
         assert envoy.running  # admin is up; Envoy just waits for its xDS configuration
     finally:
         await envoy.stop()
+
+
+async def test_drain_waits_for_the_request_in_flight(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def slow_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        arrived.set()
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+        await writer.drain()
+        writer.close()
+
+    backend = await asyncio.start_server(slow_backend, "127.0.0.1", 0)
+    backend_port = backend.sockets[0].getsockname()[1]
+    address = unique_address()
+    admin_port, listener_port = free_port(address), free_port(address)
+    config = write_bootstrap(tmp_path / "b.json", static_bootstrap(address, admin_port, listener_port, backend_port))
+    envoy = EnvoyProcess(
+        config, admin_address=address, admin_port=admin_port, workdir=tmp_path, settings=settings_for(tmp_path)
+    )
+    await envoy.start()
+    try:
+        await envoy.wait_ready(DEADLINE)
+        async with httpx.AsyncClient(trust_env=False, timeout=DEADLINE) as client:
+            request = asyncio.create_task(client.get(f"http://{address}:{listener_port}/"))
+            await asyncio.wait_for(arrived.wait(), DEADLINE)
+
+            async def in_flight() -> bool:
+                return (await envoy.active()).requests == 1
+
+            await eventually(in_flight, "envoy to count the request")
+            drain = asyncio.create_task(envoy.drain(DEADLINE))
+            await eventually(lambda: asyncio.sleep(0, result=envoy.draining), "envoy to accept the drain")
+            assert not drain.done()  # the request is still held by the backend
+            release.set()
+            response = await request
+            assert (response.status_code, response.text) == (200, "slow")
+            result = await drain
+            assert result.completed and result.activity.requests == 0
+    finally:
+        await envoy.stop()
+        backend.close()
+        await backend.wait_closed()
+
+
+def test_activity_counts_requests_and_non_http_connections() -> None:
+    stats = {"stats": [
+        {"name": "http.admin.downstream_rq_active", "value": 1},
+        {"name": "http.admin.downstream_cx_active", "value": 1},
+        {"name": "listener.admin.downstream_cx_active", "value": 1},
+        {"name": "listener.admin.main_thread.downstream_cx_active", "value": 1},
+        {"name": "http.inbound_9080.downstream_rq_active", "value": 2},
+        {"name": "http.inbound_9080.downstream_cx_active", "value": 3},
+        {"name": "listener.127.1.0.7_9080.downstream_cx_active", "value": 3},
+        {"name": "listener.127.1.0.7_9080.worker_0.downstream_cx_active", "value": 3},
+        {"name": "listener.127.1.0.7_3306.downstream_cx_active", "value": 1},
+    ]}  # fmt: skip
+    activity = _count_active(stats)
+    assert activity == Activity(requests=2, connections=4, http_connections=3)
+    assert not activity.idle
+    assert Activity(requests=0, connections=3, http_connections=3).idle  # idle keep-alives only
+    assert not Activity(requests=0, connections=4, http_connections=3).idle  # a TCP connection
