@@ -241,3 +241,59 @@ spec:
         assert _get(client, "http://api.partner.example/x").json()["version"] == "dns"
         poll(lambda: _get(client, "http://legacy.partner.example:8080/").status_code == 200, 20, "STATIC service entry")
         assert _get(client, "http://legacy.partner.example:8080/").json()["version"] == "static"
+
+
+MATCHES = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - name: exact-and-method            # conditions in one block are ANDed
+    match:
+    - uri: {exact: /exact}
+      method: {exact: POST}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - name: prefix-or-query             # blocks are ORed
+    match:
+    - uri: {prefix: /api/}
+    - queryParams: {variant: {exact: "2"}}
+    route: [{destination: {host: reviews, subset: v2}}]
+  - name: regex-ignore-case
+    match:
+    - uri: {regex: "/items/[0-9]+"}
+      ignoreUriCase: true
+    route: [{destination: {host: reviews, subset: v3}}]
+  - name: without-header
+    match:
+    - uri: {prefix: /legacy}
+      withoutHeaders: {x-new-client: {}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - name: header-regex-and-prefix
+    match:
+    - headers:
+        x-team: {prefix: pay}
+        x-build: {regex: "[0-9]+"}
+    route: [{destination: {host: reviews, subset: v3}}]
+"""
+
+
+def test_match_conditions_through_envoy(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.apply(DR + "---\n" + MATCHES)
+
+    def answer(path: str, method: str = "GET", headers: dict[str, str] | None = None) -> str:
+        r = httpx.request(method, f"http://reviews:9080{path}", proxy=client.proxy_url, headers=headers, timeout=5, trust_env=False)
+        return r.headers.get("x-echo-service", str(r.status_code))
+
+    poll(lambda: answer("/exact", "POST") == "reviews/v1", 20, "match config applied")
+    assert answer("/exact", "GET") == "404"  # method condition ANDed with the uri
+    assert answer("/api/things") == "reviews/v2"
+    assert answer("/other?variant=2") == "reviews/v2"
+    assert answer("/other?variant=3") == "404"
+    assert answer("/ITEMS/42") == "reviews/v3"
+    assert answer("/items/x") == "404"
+    assert answer("/legacy/a") == "reviews/v1"
+    assert answer("/legacy/a", headers={"x-new-client": "1"}) == "404"
+    assert answer("/z", headers={"x-team": "payments", "x-build": "123"}) == "reviews/v3"
+    assert answer("/z", headers={"x-team": "payments", "x-build": "abc"}) == "404"

@@ -98,9 +98,15 @@ class Agent:
             namespace=c.namespace,
             version=c.version,
             service_account=c.service_account,
-            labels=dict(c.labels),
+            labels=self.labels,
             ports=ports,
         )
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The workload's labels: Istio's ``app`` and ``version`` (what DestinationRule subsets
+        usually select on), overridden by ``--label``."""
+        return {"app": self.config.service, "version": self.config.version, **self.config.labels}
 
     @property
     def app_host(self) -> str:
@@ -179,7 +185,7 @@ class Agent:
             service_account=self.config.service_account,
             address=lease.address,
             app_host=self.app_host,
-            labels=tuple(sorted(self.config.labels.items())),
+            labels=tuple(sorted(self.labels.items())),
             ports=ports,
             admin_port=s.envoy_admin_port,
             outbound_port=s.outbound_port,

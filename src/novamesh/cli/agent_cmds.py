@@ -71,7 +71,8 @@ ServiceOpt = Annotated[str, typer.Option("--service", "-s", help="Service this w
 NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="Namespace of the service.")]
 VersionOpt = Annotated[str, typer.Option("--version", help="Version label of this workload (subsets select on it).")]
 PortOpt = Annotated[list[str] | None, typer.Option("--port", "-p", help=_PORT_HELP)]
-LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="Workload label key=value, repeatable.")]
+_LABEL_HELP = "Workload label key=value, repeatable; app=SERVICE and version=VERSION are always set unless overridden."
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help=_LABEL_HELP)]
 SaOpt = Annotated[str, typer.Option("--service-account", help="Service account: the workload's identity.")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help=_ADDRESS_HELP)]
 ControlPlaneOpt = Annotated[str | None, typer.Option("--control-plane", help=_CP_HELP)]

@@ -80,10 +80,13 @@ def _route_match(m: HTTPMatchRequest | None) -> dict[str, Any]:
     elif m.uri.prefix is not None:
         match["prefix"] = m.uri.prefix
     else:
-        match["safe_regex"] = {"regex": m.uri.regex or ""}
+        # Envoy's case_sensitive covers path and prefix only; Istio makes regexes
+        # case-insensitive with RE2's (?i) flag.
+        regex = m.uri.regex or ""
+        match["safe_regex"] = {"regex": f"(?i){regex}" if m.ignore_uri_case else regex}
     if m is None:
         return match
-    if m.ignore_uri_case:
+    if m.ignore_uri_case and "safe_regex" not in match:
         match["case_sensitive"] = False
     headers: list[dict[str, Any]] = []
     for pseudo, sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):

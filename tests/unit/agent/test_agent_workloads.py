@@ -313,7 +313,7 @@ async def test_agent_runs_app_heartbeats_ready_and_stops_in_order(
             "reviews", "v2", "bookinfo")  # fmt: skip
 
         registered = control_plane.workloads[wid]
-        assert registered["address"] == address and registered["labels"] == {"team": "books"}
+        assert registered["address"] == address and registered["labels"] == {"app": "reviews", "version": "v2", "team": "books"}
         assert [p["number"] for p in registered["ports"]] == [9080, 9090]
         assert registered["ports"][1]["protocol"] == "GRPC"
         assert (agent.workdir / "bootstrap.json").is_file()
@@ -372,7 +372,8 @@ def builder(proxy, settings):
 async def main():
     data_dir, url, app, env_path, mode = sys.argv[1:]
     settings = Settings(data_dir=data_dir, control_plane_url=url, deregister_grace=0.0, drain_time=0.0)
-    config = AgentConfig(service="reviews", ports=(PortSpec(9080),), command=(sys.executable, "-c", app, env_path, mode))
+    command = (sys.executable, "-c", app, env_path, mode)
+    config = AgentConfig(service="reviews", ports=(PortSpec(9080),), command=command)
     agent = Agent(config, settings, bootstrap_builder=builder)
     async def announce():
         await agent.started.wait()
