@@ -1,14 +1,17 @@
 """Time as a parameter: everything in the agent that waits takes a :class:`Clock`.
 
+The agent needs only the monotonic half of :class:`novamesh.clock.Clock`; the real clock is
+the shared :class:`novamesh.clock.SystemClock`.
+
 Tests pass a fake clock whose ``sleep`` advances ``monotonic`` instantly, so backoff, heartbeat
 and deadline logic run without real waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Protocol
+
+from ..clock import SystemClock
 
 __all__ = ["Clock", "SystemClock"]
 
@@ -23,15 +26,3 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Return after ``seconds`` of this clock's time have passed."""
         ...
-
-
-class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`asyncio.sleep`."""
-
-    def monotonic(self) -> float:
-        """Current :func:`time.monotonic`."""
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        """:func:`asyncio.sleep` for ``seconds`` (negative means zero)."""
-        await asyncio.sleep(max(0.0, seconds))

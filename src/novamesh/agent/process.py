@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import signal
 import sys
@@ -26,7 +25,7 @@ _libc: ctypes.CDLL | None = None
 if sys.platform.startswith("linux"):
     # Loaded in the parent: the child between fork and exec must not dlopen anything.
     with contextlib.suppress(OSError):
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)  # the running process's symbols include libc's
 
 
 class ProcessLike(Protocol):

@@ -116,6 +116,9 @@ def _setup_logging() -> None:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s novamesh %(levelname)s %(message)s"
         )
+    # One line per heartbeat and readiness poll would drown the workload's own log.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _run_agent(config: AgentConfig, settings: Settings) -> int:

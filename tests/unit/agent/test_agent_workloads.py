@@ -313,7 +313,8 @@ async def test_agent_runs_app_heartbeats_ready_and_stops_in_order(
             "reviews", "v2", "bookinfo")  # fmt: skip
 
         registered = control_plane.workloads[wid]
-        assert registered["address"] == address and registered["labels"] == {"app": "reviews", "version": "v2", "team": "books"}
+        assert registered["address"] == address
+        assert registered["labels"] == {"app": "reviews", "version": "v2", "team": "books"}
         assert [p["number"] for p in registered["ports"]] == [9080, 9090]
         assert registered["ports"][1]["protocol"] == "GRPC"
         assert (agent.workdir / "bootstrap.json").is_file()
