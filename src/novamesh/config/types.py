@@ -10,11 +10,15 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
+
+from .base import Destination, Duration, Percent, PortSelector, Spec, StringMatch, WorkloadSelector, parse_duration
 
 __all__ = [
     "Spec",
+    "Duration",
+    "Percent",
+    "parse_duration",
     "StringMatch",
     "PortSelector",
     "Destination",
@@ -32,52 +36,6 @@ __all__ = [
     "SPEC_TYPES",
     "API_GROUPS",
 ]
-
-
-class Spec(BaseModel):
-    """Base of every spec model: camelCase aliases, unknown fields rejected, immutable."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        strict=False,
-    )
-
-
-class StringMatch(Spec):
-    """Istio StringMatch: exactly one of exact, prefix, regex (RE2 syntax).
-
-    An empty StringMatch (``{}``) is allowed where Istio allows it: in ``headers`` it means
-    "header present", in ``withoutHeaders`` it means "header absent".
-    """
-
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> StringMatch:
-        set_ = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
-        if len(set_) > 1:
-            raise ValueError(
-                f"only one of exact, prefix, regex may be set, found {', '.join(set_)}"
-            )
-        return self
-
-    def is_empty(self) -> bool:
-        return self.exact is None and self.prefix is None and self.regex is None
-
-
-class PortSelector(Spec):
-    number: int = Field(ge=1, le=65535)
-
-
-class Destination(Spec):
-    host: str = Field(min_length=1)
-    subset: str | None = None
-    port: PortSelector | None = None
 
 
 class HTTPMatchRequest(Spec):
@@ -155,10 +113,6 @@ class WorkloadEntrySpec(Spec):
     locality: str = ""
     weight: int | None = Field(default=None, ge=0)
     service_account: str = ""
-
-
-class WorkloadSelector(Spec):
-    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class ServiceEntrySpec(Spec):

@@ -91,3 +91,19 @@ def scenarios() -> dict[str, tuple[MeshSnapshot, Proxy]]:
         "external_services": (_snap(external, BOOKINFO[:2]), FRONTEND),
         "other_namespace_client": (_snap([REVIEWS_DR, canary], BOOKINFO + [wl("cart1", "cart", "v1", "127.1.0.9", ns="shop")]), shop_client),
     }
+
+
+def all_scenarios() -> dict[str, tuple[MeshSnapshot, Proxy]]:
+    """These scenarios plus those of every ``scenarios_<area>.py`` beside this file (one per
+    feature area, each defining ``scenarios()``), so areas add golden cases without editing
+    a shared file."""
+    import importlib
+    from pathlib import Path
+
+    out = scenarios()
+    for path in sorted(Path(__file__).parent.glob("scenarios_*.py")):
+        extra = importlib.import_module(path.stem).scenarios()
+        clash = set(extra) & set(out)
+        assert not clash, f"{path.name} redefines scenarios {clash}"
+        out.update(extra)
+    return out

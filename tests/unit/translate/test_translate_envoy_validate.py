@@ -7,14 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from scenarios import scenarios
+from scenarios import all_scenarios
 
 from novamesh.agent.envoy import find_envoy
 from novamesh.settings import Settings
 from novamesh.translate import TranslateOptions, class_key, translate_class, translate_proxy
 from novamesh.translate.static import static_bootstrap
 
-SCENARIOS = scenarios()
+SCENARIOS = all_scenarios()
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

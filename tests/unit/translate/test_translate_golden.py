@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
-from scenarios import scenarios
+from scenarios import all_scenarios
 
 from novamesh.translate import SHORT_NAMES, TranslateOptions, class_key, consistency_errors, translate_class, translate_proxy
 from novamesh.translate.protos import to_message
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
-SCENARIOS = scenarios()
+SCENARIOS = all_scenarios()
 
 
 def _translate(name: str) -> dict[str, dict[str, object]]:
