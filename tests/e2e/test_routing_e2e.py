@@ -135,8 +135,13 @@ def test_change_under_traffic_has_zero_failures(mesh: LocalMesh, client: Workloa
     assert _versions(client, "http://reviews:9080/", 30) == Counter({"reviews/v3": 30})
 
 
-def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess) -> None:
+def _all_v3(mesh: LocalMesh, client: WorkloadProcess) -> None:
     mesh.apply(DR + "---\n" + ALL_V3)
+    poll(lambda: _versions(client, "http://reviews:9080/", 10) == Counter({"reviews/v3": 10}), 20, "all traffic on v3")
+
+
+def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    _all_v3(mesh, client)
     before = mesh.api.get("/api/v1/resources")
     rev = mesh.api.get("/healthz")["revision"]
     bad = ALL_V3.replace("subset: v3", "subset: v9")  # a subset no DestinationRule defines
@@ -149,7 +154,7 @@ def test_rejected_apply_changes_nothing(mesh: LocalMesh, client: WorkloadProcess
 
 
 def test_nack_is_reported_and_last_good_config_kept(mesh: LocalMesh, client: WorkloadProcess) -> None:
-    mesh.apply(DR + "---\n" + ALL_V3)
+    _all_v3(mesh, client)
     # Valid RE2, but over Envoy's default regex program-size limit: only Envoy can say no.
     greedy = ALL_V3.replace("  - route:", "  - match:\n    - uri: {regex: '/(a|b){300}'}\n    route:", 1)
     greedy += "  - route:\n    - destination: {host: reviews, subset: v1}\n"
