@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 try:
-    import re2 as _re2  # type: ignore[import-untyped]
+    import re2 as _re2
 except ImportError:  # pragma: no cover - google-re2 is a declared dependency
     _re2 = None
 

@@ -4,6 +4,7 @@ lease reaper of a control plane."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -67,7 +68,8 @@ class ControlPlane:
         api = uvicorn.Server(
             uvicorn.Config(create_app(self.mesh), host=s.bind_host, port=s.http_port, log_level="warning", lifespan="off", access_log=False)
         )
-        api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # Signals belong to run_control_plane (it stops everything in order), not to uvicorn.
+        api.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         await grpc_server.start()
         try:
             async with asyncio.TaskGroup() as tg:

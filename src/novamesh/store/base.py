@@ -8,6 +8,8 @@ rollback build on it), plus the persisted leases of registered workloads. Implem
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -68,7 +70,7 @@ class ConfigStore(Protocol):
         revision is created and the returned Revision has no changes and the current number."""
         ...
 
-    def revisions(self, limit: int = 50) -> list[Revision]: ...
+    def revisions(self, limit: int = 50) -> builtins.list[Revision]: ...
 
     def subscribe(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(revision)`` after every commit."""
@@ -79,6 +81,6 @@ class ConfigStore(Protocol):
 
     def delete_workload(self, workload_id: str) -> None: ...
 
-    def load_workloads(self) -> list[tuple[dict[str, Any], float]]: ...
+    def load_workloads(self) -> builtins.list[tuple[dict[str, Any], float]]: ...
 
     def close(self) -> None: ...

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import sqlite3
 import threading
@@ -131,7 +133,7 @@ class SqliteStore:
             cb(rev)
         return Revision(rev, now, author, message, tuple(changes))
 
-    def revisions(self, limit: int = 50) -> list[Revision]:
+    def revisions(self, limit: int = 50) -> builtins.list[Revision]:
         revs = self._q("SELECT rev, time, author, message FROM revisions ORDER BY rev DESC LIMIT ?", (limit,))
         out = []
         for rev, t, author, message in revs:
@@ -151,7 +153,7 @@ class SqliteStore:
     def delete_workload(self, workload_id: str) -> None:
         self._q("DELETE FROM workloads WHERE id=?", (workload_id,))
 
-    def load_workloads(self) -> list[tuple[dict[str, Any], float]]:
+    def load_workloads(self) -> builtins.list[tuple[dict[str, Any], float]]:
         return [(json.loads(d), float(e)) for d, e in self._q("SELECT data, expires_at FROM workloads")]
 
     def close(self) -> None:

@@ -219,7 +219,7 @@ class LocalMesh:
         taken = {o.info.get("id") for o in self.workloads if o is not wp}
         for w in mine:
             if w["id"] not in taken:
-                return w
+                return dict(w)
         return None
 
     def wait_ready(self, wp: WorkloadProcess, timeout: float = 60.0) -> None:
