@@ -28,6 +28,23 @@ class ApplyRequest(BaseModel):
     message: str = ""
 
 
+class RollbackRequest(BaseModel):
+    to: int | None = None
+    author: str = ""
+    message: str = ""
+    dry_run: bool = False
+
+
+def _revision_dict(rev: Any) -> dict[str, Any]:
+    return {
+        "revision": rev.number,
+        "time": rev.time,
+        "author": rev.author,
+        "message": rev.message,
+        "changes": [{"kind": c.key[0], "namespace": c.key[1], "name": c.key[2], "action": c.op} for c in rev.changes],
+    }
+
+
 class PortIn(BaseModel):
     number: int = Field(ge=1, le=65535)
     protocol: str = "HTTP"
@@ -104,6 +121,21 @@ def create_app(mesh: Mesh) -> FastAPI:
         if key not in mesh.resources:
             raise NotFoundError(f"{key[0]} {namespace}/{name} not found")
         return mesh.delete([key], author=author).to_dict()
+
+    @app.get("/api/v1/revisions")
+    async def revisions(
+        kind: str | None = None, namespace: str = "default", name: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        key = (resolve_kind(kind), namespace, name) if kind and name else None
+        return [_revision_dict(r) for r in mesh.history(key, limit)]
+
+    @app.get("/api/v1/diff")
+    async def diff(rev_from: int, rev_to: int | None = None) -> dict[str, Any]:
+        return {"from": rev_from, "to": mesh.revision if rev_to is None else rev_to, "diff": mesh.diff(rev_from, rev_to)}
+
+    @app.post("/api/v1/rollback")
+    async def rollback(req: RollbackRequest) -> dict[str, Any]:
+        return mesh.rollback(req.to, author=req.author, message=req.message, dry_run=req.dry_run).to_dict()
 
     @app.post("/api/v1/workloads")
     async def register(w: WorkloadIn) -> dict[str, Any]:

@@ -10,15 +10,14 @@ from typing import Any, Optional
 
 import typer
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
 from ..config.loader import read_paths
 from ..config.names import canonical_kind
-from ..errors import ConfigError, NovameshError
+from ..errors import NovameshError
 from ..settings import Settings
-from .client import ApiClient
+from .common import ControlPlaneOpt, client_for, err, fail, out, user_name
 
 __all__ = ["app", "main"]
 
@@ -31,28 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output (scripts, CI logs) gets a wide console so tables are not truncated.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-
-CP_HELP = "Control-plane REST URL (env NOVAMESH_CONTROL_PLANE_URL; default http://127.0.0.1:15014)."
-ControlPlaneOpt = typer.Option(None, "--control-plane", "-c", help=CP_HELP, envvar="NOVAMESH_CONTROL_PLANE_URL")
-
-
-def _client(url: str | None) -> ApiClient:
-    return ApiClient(url or Settings.from_env().control_plane_url)
-
-
-def _fail(exc: NovameshError) -> None:
-    if isinstance(exc, ConfigError):
-        err.print(f"[red]error:[/red] {exc.summary}: {len(exc.violations)} problem(s); nothing was changed", highlight=False)
-        for v in exc.violations:
-            err.print(f"  [bold]{v.location() or '-'}[/bold]", highlight=False)
-            err.print(f"    {v.message}", highlight=False, markup=False)
-            if v.hint:
-                err.print(f"    fix: {v.hint}", highlight=False, markup=False)
-    else:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
-    raise typer.Exit(1)
 
 
 @app.command("version")
@@ -78,7 +55,7 @@ def control_plane(
         )
         run_control_plane(settings)
     except NovameshError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 def _documents(files: list[str]) -> list[dict[str, str]]:
@@ -97,12 +74,17 @@ def apply(
     """Apply Istio config: every document is validated, then all are stored as one revision, or none."""
     try:
         docs = _documents(filename)
-        result = _client(control_plane).post(
-            "/api/v1/apply", {"documents": docs, "namespace": namespace, "dry_run": dry_run, "author": author, "message": message}
+        result = client_for(control_plane).post(
+            "/api/v1/apply",
+            {"documents": docs, "namespace": namespace, "dry_run": dry_run, "author": author or user_name(), "message": message},
         )
     except NovameshError as exc:
-        _fail(exc)
+        fail(exc)
         return
+    if result.get("dry_run"):
+        from .history_cmds import print_diff
+
+        print_diff(result.get("diff", ""))
     suffix = " (dry run)" if result.get("dry_run") else ""
     for ch in result["changes"]:
         out.print(f"{ch['kind'].lower()}/{ch['name']} ({ch['namespace']}) {ch['action']}{suffix}", highlight=False)
@@ -120,7 +102,7 @@ def get(
 ) -> None:
     """Show stored config (or registered workloads with `get workloads`)."""
     try:
-        client = _client(control_plane)
+        client = client_for(control_plane)
         if kind.lower() in ("workloads", "workload", "wl"):
             _print_workloads(client.get("/api/v1/workloads"), output)
             return
@@ -132,7 +114,7 @@ def get(
         else:
             items = client.get("/api/v1/resources", kind=canon, namespace=namespace)
     except NovameshError as exc:
-        _fail(exc)
+        fail(exc)
         return
     _print_resources(items, output, single=bool(name))
 
@@ -180,7 +162,7 @@ def delete(
 ) -> None:
     """Delete config: `delete -f FILE` or `delete KIND NAME`. Refused if what remains would break a reference."""
     try:
-        client = _client(control_plane)
+        client = client_for(control_plane)
         if filename:
             result = client.post("/api/v1/delete", {"documents": _documents(filename), "namespace": namespace})
         elif kind and name:
@@ -191,7 +173,7 @@ def delete(
         else:
             raise NovameshError("say what to delete: `novamesh delete -f FILE` or `novamesh delete KIND NAME`")
     except NovameshError as exc:
-        _fail(exc)
+        fail(exc)
         return
     for ch in result["changes"]:
         out.print(f"{ch['kind'].lower()}/{ch['name']} ({ch['namespace']}) {ch['action']}", highlight=False)
@@ -204,9 +186,9 @@ def proxy_status(
 ) -> None:
     """Each connected proxy and, per xDS type, SYNCED / STALE / NACK (with Envoy's error)."""
     try:
-        items = _client(control_plane).get("/api/v1/proxies")
+        items = client_for(control_plane).get("/api/v1/proxies")
     except NovameshError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if output == "json":
         out.print_json(json.dumps(items))
@@ -234,7 +216,7 @@ def proxy_status(
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (agent, stacks)."""
-    for module in ("agent_cmds", "stack_cmds"):
+    for module in ("agent_cmds", "stack_cmds", "history_cmds"):
         try:
             mod = __import__(f"novamesh.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing

@@ -7,6 +7,8 @@ drive it directly.
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import getpass
 import logging
 from collections.abc import Mapping, Sequence
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..config.loader import parse_documents, parse_manifest
+from ..config.loader import dump_manifest, parse_documents, parse_manifest
 from ..config.names import canonical_kind
 from ..config.resource import Resource, ResourceKey, Source
 from ..config.validate import check_duplicates, validate_state
@@ -22,7 +24,7 @@ from ..errors import ConfigError, NotFoundError, Violation
 from ..model.snapshot import MeshSnapshot, build_snapshot
 from ..registry import Registry
 from ..settings import Settings
-from ..store.base import ConfigStore
+from ..store.base import ConfigStore, Revision
 from ..translate import TranslateOptions
 from ..xds import Debouncer, TranslationCache, XdsServer
 
@@ -36,9 +38,31 @@ class ApplyResult:
     revision: int
     changes: list[dict[str, str]]
     dry_run: bool = False
+    diff: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "changes": self.changes, "dry_run": self.dry_run}
+        return {"revision": self.revision, "changes": self.changes, "dry_run": self.dry_run, "diff": self.diff}
+
+
+def _key_label(key: ResourceKey) -> str:
+    return f"{key[0]}/{key[1]}/{key[2]}"
+
+
+def unified_diff(old: Mapping[ResourceKey, Mapping[str, Any]], new: Mapping[ResourceKey, Mapping[str, Any]], old_label: str, new_label: str) -> str:
+    """A unified YAML diff between two config sets, resource by resource, in key order."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        a_text = dump_manifest(dict(a)).splitlines(keepends=True) if a is not None else []
+        b_text = dump_manifest(dict(b)).splitlines(keepends=True) if b is not None else []
+        out += difflib.unified_diff(
+            a_text, b_text,
+            fromfile=f"{_key_label(key)} ({old_label})" if a is not None else "/dev/null",
+            tofile=f"{_key_label(key)} ({new_label})" if b is not None else "/dev/null",
+        )
+    return "".join(out)
 
 
 class Mesh:
@@ -124,8 +148,13 @@ class Mesh:
             old = self.store.get(r.key)
             action = "created" if old is None else ("unchanged" if old.manifest == r.manifest else "configured")
             changes.append({"kind": r.kind, "namespace": r.namespace, "name": r.name, "action": action})
+        diff = unified_diff(
+            {r.key: self.resources[r.key].manifest for r in resources if r.key in self.resources},
+            {r.key: r.manifest for r in resources},
+            f"revision {self.revision}", "applied",
+        )
         if dry_run:
-            return ApplyResult(self.revision, changes, dry_run=True)
+            return ApplyResult(self.revision, changes, dry_run=True, diff=diff)
         rev = self.store.commit(
             [(r.key, r.manifest) for r in resources], [], author=author or _default_author(), message=message or "apply"
         )
@@ -134,7 +163,7 @@ class Mesh:
             self.resources[r.key] = r
         if rev.changes:
             self.debouncer.trigger()
-        return ApplyResult(self.revision, changes)
+        return ApplyResult(self.revision, changes, diff=diff)
 
     def delete(self, keys: Sequence[ResourceKey], *, author: str = "", message: str = "") -> ApplyResult:
         """Delete resources as one revision; refuse if what remains would be inconsistent."""
@@ -173,6 +202,68 @@ class Mesh:
             return self.resources[key]
         except KeyError:
             raise NotFoundError(f"{key[0]} {namespace}/{name} not found") from None
+
+    # -- history --------------------------------------------------------------------------
+    def history(self, key: ResourceKey | None = None, limit: int = 50) -> builtins.list[Revision]:
+        """Revisions, newest first; with ``key`` only those that changed that resource."""
+        return self.store.revisions(limit, key)
+
+    def diff(self, rev_from: int, rev_to: int | None = None) -> str:
+        """Unified YAML diff of the config set between two revisions (to: the current one)."""
+        self._check_revision(rev_from)
+        to = self.revision if rev_to is None else rev_to
+        self._check_revision(to)
+        return unified_diff(self.store.state_at(rev_from), self.store.state_at(to), f"revision {rev_from}", f"revision {to}")
+
+    def _check_revision(self, rev: int) -> None:
+        if rev < 0 or rev > self.revision:
+            raise NotFoundError(f"revision {rev} does not exist; revisions run from 0 (empty) to {self.revision}")
+
+    def rollback(self, to: int | None = None, *, author: str = "", message: str = "", dry_run: bool = False) -> ApplyResult:
+        """Make the config set equal to revision ``to`` (default: the one before the latest), as
+        a NEW revision. Refused — with every reason, nothing changed — if that state no longer
+        validates."""
+        target = self.revision - 1 if to is None else to
+        if self.revision == 0:
+            raise NotFoundError("there is no revision to roll back from; the store is empty")
+        self._check_revision(target)
+        manifests = self.store.state_at(target)
+        violations: list[Violation] = []
+        state: dict[ResourceKey, Resource] = {}
+        for key, manifest in sorted(manifests.items()):
+            try:
+                state[key] = parse_manifest(manifest, source=Source(file=f"<revision {target}>"))
+            except ConfigError as exc:
+                violations += exc.violations
+        changed = [k for k in set(state) | set(self.resources)
+                   if (k in state) != (k in self.resources) or (k in state and state[k].manifest != self.resources[k].manifest)]
+        if not violations:
+            violations = validate_state(state, changed, self.settings.domain_suffix, previous=self.resources)
+        if violations:
+            raise ConfigError(
+                violations,
+                summary=f"rollback to revision {target} refused: that config no longer validates "
+                "(fix the listed resources in a new apply instead)",
+            )
+        current = {k: r.manifest for k, r in self.resources.items()}
+        diff = unified_diff(current, manifests, f"revision {self.revision}", f"revision {target}")
+        changes = [
+            {"kind": k[0], "namespace": k[1], "name": k[2],
+             "action": "deleted" if k not in state else ("created" if k not in self.resources else "configured")}
+            for k in sorted(changed)
+        ]
+        if dry_run or not changed:
+            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff)
+        rev = self.store.commit(
+            [(k, state[k].manifest) for k in sorted(changed) if k in state],
+            [k for k in sorted(changed) if k not in state],
+            author=author or _default_author(),
+            message=message or f"rollback to revision {target}",
+        )
+        self.revision = max(self.revision, rev.number)
+        self.resources = state
+        self.debouncer.trigger()
+        return ApplyResult(self.revision, changes, diff=diff)
 
 
 def resolve_kind(kind: str) -> str:

@@ -70,7 +70,13 @@ class ConfigStore(Protocol):
         revision is created and the returned Revision has no changes and the current number."""
         ...
 
-    def revisions(self, limit: int = 50) -> builtins.list[Revision]: ...
+    def revisions(self, limit: int = 50, key: ResourceKey | None = None) -> builtins.list[Revision]:
+        """Newest first; with ``key``, only revisions that changed that resource."""
+        ...
+
+    def state_at(self, revision: int) -> dict[ResourceKey, dict[str, Any]]:
+        """The complete config set as it was right after ``revision`` (0: empty)."""
+        ...
 
     def subscribe(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(revision)`` after every commit."""

@@ -133,16 +133,34 @@ class SqliteStore:
             cb(rev)
         return Revision(rev, now, author, message, tuple(changes))
 
-    def revisions(self, limit: int = 50) -> builtins.list[Revision]:
-        revs = self._q("SELECT rev, time, author, message FROM revisions ORDER BY rev DESC LIMIT ?", (limit,))
+    def revisions(self, limit: int = 50, key: ResourceKey | None = None) -> builtins.list[Revision]:
+        if key is None:
+            revs = self._q("SELECT rev, time, author, message FROM revisions ORDER BY rev DESC LIMIT ?", (limit,))
+        else:
+            revs = self._q(
+                "SELECT r.rev, r.time, r.author, r.message FROM revisions r WHERE r.rev IN "
+                "(SELECT rev FROM changes WHERE kind=? AND namespace=? AND name=?) ORDER BY r.rev DESC LIMIT ?",
+                (*key, limit),
+            )
         out = []
         for rev, t, author, message in revs:
-            rows = self._q("SELECT kind, namespace, name, op, manifest FROM changes WHERE rev=?", (rev,))
+            rows = self._q("SELECT kind, namespace, name, op, manifest FROM changes WHERE rev=? ORDER BY kind, namespace, name", (rev,))
             changes = tuple(
                 Change((r[0], r[1], r[2]), r[3], None if r[4] is None else json.loads(r[4])) for r in rows
             )
             out.append(Revision(int(rev), float(t), author, message, changes))
         return out
+
+    def state_at(self, revision: int) -> dict[ResourceKey, dict[str, Any]]:
+        # Replay: the last change of each key at or before the revision decides its state.
+        rows = self._q(
+            "SELECT c.kind, c.namespace, c.name, c.manifest FROM changes c JOIN ("
+            " SELECT kind, namespace, name, MAX(rev) AS rev FROM changes WHERE rev <= ?"
+            " GROUP BY kind, namespace, name) last"
+            " ON c.kind = last.kind AND c.namespace = last.namespace AND c.name = last.name AND c.rev = last.rev",
+            (revision,),
+        )
+        return {(r[0], r[1], r[2]): json.loads(r[3]) for r in rows if r[3] is not None}
 
     def subscribe(self, callback: Callable[[int], None]) -> None:
         self._subscribers.append(callback)
