@@ -53,7 +53,17 @@ class Settings:
     xds_keepalive_timeout: float = field(default=10.0, metadata={"doc": "Seconds to wait for an ADS keepalive answer before the connection is considered dead."})
     restart_reset_after: float = field(default=30.0, metadata={"doc": "Seconds Envoy must stay up before its restart backoff starts again from the initial delay."})
     stop_timeout: float = field(default=5.0, metadata={"doc": "Seconds a stopping Envoy or app gets between SIGTERM and SIGKILL."})
+    store: str = field(default="sqlite", metadata={"doc": "Config store: 'sqlite' (embedded, one replica) or etcd://HOST:PORT[,HOST:PORT...] (shared by HA replicas)."})
+    etcd_prefix: str = field(default="/novamesh/", metadata={"doc": "Key prefix of the etcd store (several meshes can share one etcd)."})
+    etcd_timeout: float = field(default=2.0, metadata={"doc": "Seconds an etcd request may take before the member counts as unreachable."})
+    leader_ttl: float = field(default=10.0, metadata={"doc": "Seconds of the etcd lease behind leader election (singleton jobs move after a leader dies)."})
+    xds_addresses: str = field(default="", metadata={"doc": "Comma-separated HOST:PORT of every replica's xDS port for sidecars; empty means xds_host:xds_port."})
+    xds_max_connection_age: float = field(default=1800.0, metadata={"doc": "Seconds after which the xDS server asks a proxy to reconnect (rebalances replicas); 0 disables."})
     agent_poll_interval: float = field(default=0.1, metadata={"doc": "Seconds between the agent's readiness polls (Envoy /ready, app ports, drain stats)."})
+    backup_interval: float = field(default=0.0, metadata={"doc": "Seconds between scheduled config backups (skipped when nothing changed); 0 turns them off."})
+    backup_dir: str = field(default="", metadata={"doc": "Directory of scheduled backups; empty means <data_dir>/backups."})
+    backup_retention: int = field(default=10, metadata={"doc": "How many scheduled backups to keep (the newest); 0 keeps all."})
+    backup_passphrase_file: str = field(default="", metadata={"doc": "File whose first line seals scheduled backups (HMAC) and encrypts CA material; else $NOVAMESH_BACKUP_PASSPHRASE; else unsealed."})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

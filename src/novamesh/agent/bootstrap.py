@@ -14,10 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import NovameshError
 from ..model.proxy import METADATA_KEY, Proxy
 from ..settings import Settings
 
-__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration"]
+__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses"]
 
 #: Name of the static cluster that carries the ADS stream.
 XDS_CLUSTER = "xds-grpc"
@@ -42,9 +43,24 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def xds_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """Every control-plane replica's xDS address: ``settings.xds_addresses`` ("h:p,h:p") when
+    set, else ``xds_host:xds_port``."""
+    out = []
+    for part in settings.xds_addresses.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            if part.strip():
+                raise NovameshError(f"xds_addresses entry {part.strip()!r} is not HOST:PORT (e.g. 127.0.0.1:15010)")
+            continue
+        out.append((host.strip("[]"), int(port)))
+    return out or [(settings.xds_host, settings.xds_port)]
+
+
 def _xds_cluster(settings: Settings) -> dict[str, Any]:
-    # STATIC needs an IP literal; a host name (e.g. a control plane on another VM) needs DNS.
-    kind = "STATIC" if _is_ip(settings.xds_host) else "STRICT_DNS"
+    addresses = xds_addresses(settings)
+    # STATIC needs IP literals; a host name (e.g. a control plane on another VM) needs DNS.
+    kind = "STATIC" if all(_is_ip(h) for h, _ in addresses) else "STRICT_DNS"
     return {
         "name": XDS_CLUSTER,
         "type": kind,
@@ -52,7 +68,7 @@ def _xds_cluster(settings: Settings) -> dict[str, Any]:
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket_address(settings.xds_host, settings.xds_port)}}]}
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(h, p)}} for h, p in addresses]}
             ],
         },
         "typed_extension_protocol_options": {

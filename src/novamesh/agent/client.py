@@ -67,10 +67,17 @@ class ControlPlaneClient:
     def __init__(
         self, base_url: str, *, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # Several replicas: "http://a:15014,http://b:15014". A request that cannot connect to
+        # one tries the next; the one that answered stays first.
+        self.base_urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()] or [base_url.rstrip("/")]
         # trust_env=False: an agent started inside a mesh app inherits HTTP_PROXY pointing at
         # that app's sidecar; the control plane must be reached directly.
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport, trust_env=False)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
+
+    @property
+    def base_url(self) -> str:
+        """The replica currently in use."""
+        return self.base_urls[0]
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -83,11 +90,21 @@ class ControlPlaneClient:
         await self.aclose()
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        failures: list[str] = []
+        for i, base in enumerate(list(self.base_urls)):
+            url = f"{base}{path}"
+            try:
+                response = await self._http.request(method, url, json=body)
+            except httpx.TransportError as exc:
+                failures.append(f"{url}: {exc!r}")
+                continue
+            if i:  # fail over: remember the replica that answered
+                self.base_urls.remove(base)
+                self.base_urls.insert(0, base)
+            break
+        else:
+            raise ControlPlaneUnavailable(f"cannot reach the control plane at {'; '.join(failures)}; {_HINT}")
         url = f"{self.base_url}{path}"
-        try:
-            response = await self._http.request(method, path, json=body)
-        except httpx.TransportError as exc:
-            raise ControlPlaneUnavailable(f"cannot reach the control plane at {url}: {exc!r}; {_HINT}") from exc
         if response.status_code >= 500:
             raise ControlPlaneUnavailable(
                 f"the control plane at {url} answered {response.status_code}: {_message(response)}"

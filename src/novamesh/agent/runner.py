@@ -100,13 +100,15 @@ class Agent:
             service_account=c.service_account,
             labels=self.labels,
             ports=ports,
+            kind=c.kind,
         )
 
     @property
     def labels(self) -> dict[str, str]:
         """The workload's labels: Istio's ``app`` and ``version`` (what DestinationRule subsets
-        usually select on), overridden by ``--label``."""
-        return {"app": self.config.service, "version": self.config.version, **self.config.labels}
+        usually select on; a gateway has no version), overridden by ``--label``."""
+        version = {"version": self.config.version} if self.config.version else {}
+        return {"app": self.config.service, **version, **self.config.labels}
 
     @property
     def app_host(self) -> str:
@@ -128,7 +130,7 @@ class Agent:
             return False
         if not await self.envoy.is_ready():
             return False
-        checks = [port_open(self.app_host, p.app_port) for p in self.proxy.ports]
+        checks = [port_open(self.app_host, p.app_port) for p in self.proxy.ports if p.app_port]
         return all(await asyncio.gather(*checks))
 
     async def run(self, *, handle_signals: bool = True) -> int:
@@ -172,13 +174,14 @@ class Agent:
         log.info("registered workload %s at %s", lease.id, lease.address)
         # App ports are picked on the workload's own address, so they cannot collide with the
         # ports of other workloads' apps on the same host.
+        gateway = self.config.kind == "gateway"  # serves its ports itself: no app ports
         ports = tuple(
-            p.to_proxy_port(p.app_port or free_port(lease.address)) for p in self.config.ports
+            p.to_proxy_port(0 if gateway else p.app_port or free_port(lease.address)) for p in self.config.ports
         )
         await self._unless_stopped(reg.register(self._spec(ports)))
         self.proxy = Proxy(
             id=lease.id,
-            kind="sidecar",
+            kind=self.config.kind,
             service=self.config.service,
             namespace=self.config.namespace,
             version=self.config.version,

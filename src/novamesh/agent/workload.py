@@ -109,6 +109,8 @@ class AgentConfig:
     address: str | None = None
     app_host: str = "127.0.0.1"
     command: tuple[str, ...] = ()
+    kind: str = "sidecar"
+    """``gateway``: an Envoy with no app whose ports are served by the gateway itself."""
 
     def validate(self) -> None:
         """Raise :class:`NovameshError` for combinations that cannot work."""
@@ -117,6 +119,8 @@ class AgentConfig:
         numbers = [p.number for p in self.ports]
         if len(set(numbers)) != len(numbers):
             raise NovameshError(f"--port: service port given twice in {numbers}")
+        if self.kind == "gateway":
+            return  # no app: the gateway's own listeners serve its ports
         if not self.command:
             missing = [p.number for p in self.ports if not p.app_port]
             if missing:

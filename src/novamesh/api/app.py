@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..controlplane.mesh import Mesh, resolve_kind
-from ..errors import ConfigError, NotFoundError, NovameshError, StoreError
+from ..errors import ConfigError, ConflictError, NotFoundError, NovameshError, StoreError
+from .backup_routes import backup_router
 
 __all__ = ["create_app"]
 
@@ -87,6 +88,10 @@ def create_app(mesh: Mesh) -> FastAPI:
     @app.exception_handler(NotFoundError)
     async def _not_found(_: Request, exc: NotFoundError) -> JSONResponse:
         return _error(404, exc)
+
+    @app.exception_handler(ConflictError)
+    async def _conflict(_: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, exc)
 
     @app.exception_handler(StoreError)
     async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
@@ -180,4 +185,5 @@ def create_app(mesh: Mesh) -> FastAPI:
                 return {SHORT_NAMES[t]: v for t, v in raw.items()}
         raise NotFoundError(f"no connected proxy with id {pid}")
 
+    app.include_router(backup_router(mesh))  # GET/POST /api/v1/backup, POST /api/v1/restore
     return app

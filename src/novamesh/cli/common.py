@@ -24,8 +24,11 @@ ControlPlaneOpt = typer.Option(None, "--control-plane", "-c", help=CP_HELP, envv
 
 
 def client_for(url: str | None) -> ApiClient:
-    """A REST client for ``url``, or the configured control plane."""
-    return ApiClient(url or Settings.from_env().control_plane_url)
+    """A REST client for ``url``, else the current context's control plane (see
+    ``novamesh context``), else the configured one."""
+    from .context_cmds import context_url
+
+    return ApiClient(url or context_url() or Settings.from_env().control_plane_url)
 
 
 def fail(exc: NovameshError) -> NoReturn:

@@ -44,14 +44,17 @@ def control_plane(
     xds_port: Optional[int] = typer.Option(None, "--xds-port", help="Plaintext ADS port (default 15010, loopback only)."),
     http_port: Optional[int] = typer.Option(None, "--http-port", help="REST API and metrics port (default 15014)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    store: Optional[str] = typer.Option(None, "--store", help="'sqlite' (default) or etcd://HOST:PORT[,HOST:PORT...] for HA replicas (env NOVAMESH_STORE)."),
 ) -> None:
     """Run the control plane: config store, workload registry, xDS server and REST API."""
     from ..controlplane.server import run_control_plane
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):  # one line per etcd request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = Settings.from_env(
-            data_dir=str(data_dir) if data_dir else None, xds_port=xds_port, http_port=http_port
+            data_dir=str(data_dir) if data_dir else None, xds_port=xds_port, http_port=http_port, store=store
         )
         run_control_plane(settings)
     except NovameshError as exc:
@@ -216,7 +219,7 @@ def proxy_status(
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (agent, stacks)."""
-    for module in ("agent_cmds", "stack_cmds", "history_cmds"):
+    for module in ("agent_cmds", "stack_cmds", "gateway_cmds", "history_cmds", "context_cmds", "backup_cmds", "analyze_cmds"):
         try:
             mod = __import__(f"novamesh.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing

@@ -29,8 +29,6 @@ __all__ = [
 ]
 
 NOT_YET_SUPPORTED_KINDS: tuple[str, ...] = (
-    "Gateway",
-    "Sidecar",
     "PeerAuthentication",
     "AuthorizationPolicy",
     "RequestAuthentication",

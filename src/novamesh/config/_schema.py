@@ -19,14 +19,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ._paths import Problem, format_loc
+from .types_http import HTTP_POLICY_NOT_YET_SUPPORTED
+from .types_traffic import TRAFFIC_NOT_YET_SUPPORTED
+from .types_sidecar import SIDECAR_NOT_YET_SUPPORTED
+from .types_gateway import GATEWAY_NOT_YET_SUPPORTED
 from .types import (
     PROTOCOLS,
     DestinationRuleSpec,
     HTTPMatchRequest,
     HTTPRoute,
-    HTTPRouteDestination,
-    Subset,
-    VirtualServiceSpec,
 )
 
 __all__ = ["NOT_YET_SUPPORTED", "schema_problems", "prune_invalid", "describe", "did_you_mean"]
@@ -34,26 +35,13 @@ __all__ = ["NOT_YET_SUPPORTED", "schema_problems", "prune_invalid", "describe", 
 FIELDS_DOC = "docs/istio-fields.md"
 
 NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
-    VirtualServiceSpec: ("tcp", "tls"),
-    HTTPRoute: (
-        "redirect",
-        "directResponse",
-        "delegate",
-        "rewrite",
-        "timeout",
-        "retries",
-        "fault",
-        "mirror",
-        "mirrors",
-        "mirrorPercentage",
-        "mirrorPercent",
-        "corsPolicy",
-        "headers",
-    ),
-    HTTPMatchRequest: ("gateways", "statPrefix"),
-    HTTPRouteDestination: ("headers",),
-    DestinationRuleSpec: ("trafficPolicy", "workloadSelector"),
-    Subset: ("trafficPolicy",),
+    **HTTP_POLICY_NOT_YET_SUPPORTED,
+    **TRAFFIC_NOT_YET_SUPPORTED,
+    **SIDECAR_NOT_YET_SUPPORTED,
+    **GATEWAY_NOT_YET_SUPPORTED,
+    HTTPRoute: ("delegate", "mirrorPercent"),
+    HTTPMatchRequest: ("statPrefix",),
+    DestinationRuleSpec: ("workloadSelector",),
 }
 """Real Istio fields, per model, that novamesh rejects because the data plane ignores them."""
 

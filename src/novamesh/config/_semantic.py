@@ -8,7 +8,8 @@ Judgement calls, documented in docs/istio-fields.md:
 
 - A VirtualService host of ``*`` is allowed, as Istio allows it.
 - A route destination host may not contain a wildcard: traffic needs one concrete service.
-- ``gateways`` may only name ``mesh`` until Gateway support lands.
+- ``gateways`` names ``mesh`` or Gateways (``name`` or ``namespace/name``); Gateway checks
+  live in :mod:`._semantic_gateway`.
 - A ServiceEntry with resolution NONE may not list endpoints (Istio rejects it too), and with
   STATIC it must list endpoints or select WorkloadEntries with a ``workloadSelector``.
 """
@@ -19,6 +20,11 @@ import re
 from collections.abc import Callable, Mapping
 
 from ._paths import Problem
+from ._semantic_sidecar import check_l4_routes, check_sidecar
+from .types_sidecar import SidecarSpec
+from ._semantic_gateway import check_gateway, gateway_ref_problems
+from ._semantic_http import check_http_policies
+from ._semantic_traffic import traffic_policy_problems
 from ._syntax import host_problem, is_cidr, is_dns1123_label, is_ip, regex_error
 from .types import (
     DestinationRuleSpec,
@@ -73,17 +79,10 @@ def _hosts(hosts: list[str], path: str, *, wildcard: bool = True) -> list[Proble
 def _virtual_service(spec: Spec) -> list[Problem]:
     assert isinstance(spec, VirtualServiceSpec)
     problems = _hosts(spec.hosts, "spec.hosts")
-    for i, gateway in enumerate(spec.gateways):
-        if gateway != "mesh":
-            problems.append(
-                Problem(
-                    f"spec.gateways[{i}]",
-                    f"gateway '{gateway}' is not supported yet; only 'mesh' (the sidecars) is",
-                    f"remove it or write 'mesh'; Gateway support is planned (see {_FIELDS_DOC})",
-                )
-            )
+    problems += gateway_ref_problems(spec.gateways, "spec.gateways")
     for i, route in enumerate(spec.http):
         problems += _http_route(route, f"spec.http[{i}]")
+    problems += check_l4_routes(spec.tcp, spec.tls, spec.hosts)
     return problems
 
 
@@ -91,7 +90,10 @@ def _http_route(route: HTTPRoute, path: str) -> list[Problem]:
     problems: list[Problem] = []
     for j, match in enumerate(route.match):
         problems += _match(match, f"{path}.match[{j}]")
+    problems += check_http_policies(route, path)  # timeout, retries, fault, redirect, ...
     if not route.route:
+        if route.redirect is not None or route.direct_response is not None:
+            return problems  # answered by Envoy itself: no destinations needed
         problems.append(
             Problem(
                 f"{path}.route",
@@ -155,7 +157,7 @@ def _even_split(count: int) -> list[int]:
 
 
 def _match(match: HTTPMatchRequest, path: str) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = gateway_ref_problems(match.gateways, f"{path}.gateways")
     for name in ("uri", "scheme", "method", "authority"):
         problems += _string_match(getattr(match, name), f"{path}.{name}")
     header_maps = {"headers": match.headers, "withoutHeaders": match.without_headers}
@@ -235,7 +237,8 @@ def _destination_rule(spec: Spec) -> list[Problem]:
                     "add labels that pick its workloads, e.g. version: v1",
                 )
             )
-    return problems
+        problems += traffic_policy_problems(subset.traffic_policy, f"{path}.trafficPolicy")
+    return problems + traffic_policy_problems(spec.traffic_policy, "spec.trafficPolicy")
 
 
 def _service_entry(spec: Spec) -> list[Problem]:
@@ -385,8 +388,10 @@ def _workload_entry(spec: Spec) -> list[Problem]:
 
 
 _CHECKERS: dict[str, Callable[[Spec], list[Problem]]] = {
+    "Sidecar": lambda spec: check_sidecar(spec) if isinstance(spec, SidecarSpec) else [],
     "VirtualService": _virtual_service,
     "DestinationRule": _destination_rule,
     "ServiceEntry": _service_entry,
     "WorkloadEntry": _workload_entry,
+    "Gateway": check_gateway,
 }

@@ -13,7 +13,20 @@ __all__ = [
     "spiffe_id",
     "KIND_ALIASES",
     "canonical_kind",
+    "resolve_gateway",
+    "MESH_GATEWAY",
 ]
+
+MESH_GATEWAY = "mesh"
+"""The reserved gateway name meaning "the sidecars" in a VirtualService's ``gateways``."""
+
+
+def resolve_gateway(ref: str, namespace: str) -> str:
+    """A VirtualService's gateway reference as ``<namespace>/<name>`` (Istio: a name without a
+    namespace is in the VirtualService's own namespace); ``mesh`` stays ``mesh``."""
+    if ref == MESH_GATEWAY or "/" in ref:
+        return ref
+    return f"{namespace}/{ref}"
 
 
 def _is_ip(value: str) -> bool:
@@ -76,6 +89,11 @@ KIND_ALIASES: dict[str, str] = {
     "workloadentry": "WorkloadEntry",
     "workloadentries": "WorkloadEntry",
     "we": "WorkloadEntry",
+    "sidecar": "Sidecar",
+    "sidecars": "Sidecar",
+    "gateway": "Gateway",
+    "gateways": "Gateway",
+    "gw": "Gateway",
 }
 
 

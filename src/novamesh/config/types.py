@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .base import Destination, Duration, Percent, PortSelector, Spec, StringMatch, WorkloadSelector, parse_duration
+from .types_traffic import TrafficPolicy
+from .types_sidecar import SidecarSpec, TCPRoute, TLSRoute
+from .types_gateway import GatewaySpec
+from .types_http import CorsPolicy, Headers, HTTPDirectResponse, HTTPFaultInjection, HTTPMirrorPolicy, HTTPRedirect, HTTPRetry, HTTPRewrite
 
 __all__ = [
     "Spec",
@@ -51,34 +55,52 @@ class HTTPMatchRequest(Spec):
     without_headers: dict[str, StringMatch] = Field(default_factory=dict)
     source_labels: dict[str, str] = Field(default_factory=dict)
     source_namespace: str | None = None
+    gateways: list[str] = Field(default_factory=list)
 
 
 class HTTPRouteDestination(Spec):
     destination: Destination
     weight: int | None = Field(default=None, ge=0, le=100)
+    headers: Headers | None = None
 
 
 class HTTPRoute(Spec):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
     route: list[HTTPRouteDestination] = Field(default_factory=list)
+    # Per-route policies (models in types_http.py, translation in translate/http_policies.py).
+    redirect: HTTPRedirect | None = None
+    direct_response: HTTPDirectResponse | None = None
+    rewrite: HTTPRewrite | None = None
+    timeout: Duration | None = None
+    retries: HTTPRetry | None = None
+    fault: HTTPFaultInjection | None = None
+    mirror: Destination | None = None
+    mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
+    mirror_percentage: Percent | None = None
+    cors_policy: CorsPolicy | None = None
+    headers: Headers | None = None
 
 
 class VirtualServiceSpec(Spec):
     hosts: list[str] = Field(min_length=1)
     gateways: list[str] = Field(default_factory=list)
     http: list[HTTPRoute] = Field(default_factory=list)
+    tls: list[TLSRoute] = Field(default_factory=list)
+    tcp: list[TCPRoute] = Field(default_factory=list)
     export_to: list[str] = Field(default_factory=list)
 
 
 class Subset(Spec):
     name: str = Field(min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
+    traffic_policy: TrafficPolicy | None = None
 
 
 class DestinationRuleSpec(Spec):
     host: str = Field(min_length=1)
     subsets: list[Subset] = Field(default_factory=list)
+    traffic_policy: TrafficPolicy | None = None
     export_to: list[str] = Field(default_factory=list)
 
 
@@ -132,6 +154,8 @@ SPEC_TYPES: dict[str, type[Spec]] = {
     "DestinationRule": DestinationRuleSpec,
     "ServiceEntry": ServiceEntrySpec,
     "WorkloadEntry": WorkloadEntrySpec,
+    "Sidecar": SidecarSpec,
+    "Gateway": GatewaySpec,
 }
 """Kinds accepted today, mapped to their spec model."""
 

@@ -16,6 +16,8 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from ..errors import Violation
+from ._semantic_gateway import gateway_violations
+from ._semantic_sidecar import sidecar_conflicts
 from .names import resolve_host
 from .resource import Resource, ResourceKey
 from .types import DestinationRuleSpec, Subset, VirtualServiceSpec
@@ -75,6 +77,8 @@ def validate_state(
         _missing_subsets(state, changed, rules, touched_hosts, unknown_deletion, domain_suffix)
     )
     violations += _conflicting_rules(state, changed, rules)
+    violations += sidecar_conflicts(state, changed)
+    violations += gateway_violations(state, changed, domain_suffix)
     return violations
 
 

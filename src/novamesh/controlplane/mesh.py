@@ -27,6 +27,7 @@ from ..settings import Settings
 from ..store.base import ConfigStore, Revision
 from ..translate import TranslateOptions
 from ..xds import Debouncer, TranslationCache, XdsServer
+from .leader import Leadership, SoleLeader
 
 __all__ = ["Mesh", "ApplyResult"]
 
@@ -84,6 +85,8 @@ class Mesh:
         self.revision = store.current_revision()
         self._load()
         self.pushes = 0
+        self.leader: Leadership = SoleLeader()
+        """Who runs singleton jobs (backups, CA creation): ``mesh.leader.is_leader``."""
 
     # -- state ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -92,6 +95,19 @@ class Mesh:
                 self.resources[obj.key] = parse_manifest(obj.manifest, source=Source(file="<store>"))
             except ConfigError as exc:  # a stored object that no longer validates: keep serving the rest
                 log.error("stored %s %s/%s no longer validates and is ignored: %s", *obj.key, exc)
+
+    def reload(self, revision: int | None = None) -> bool:
+        """Re-read the config set if the store moved past our revision (another replica
+        committed; called by the store's watch and before every write). True if it did."""
+        rev = self.store.current_revision() if revision is None else revision
+        if rev == self.revision:
+            return False
+        self.resources = {}
+        self._load()
+        self.revision = rev
+        self.debouncer.trigger()
+        log.info("config reloaded from the store at revision %d", rev)
+        return True
 
     def snapshot(self) -> MeshSnapshot:
         return build_snapshot(
@@ -134,6 +150,7 @@ class Mesh:
         message: str = "",
     ) -> ApplyResult:
         """Validate every document, then store all of them as one revision — or nothing."""
+        self.reload()  # validate against the newest config, whichever replica wrote it
         resources = self._parse(documents, namespace)
         if not resources:
             raise ConfigError([Violation("no documents to apply", hint="pass a file with at least one resource")])
@@ -167,6 +184,7 @@ class Mesh:
 
     def delete(self, keys: Sequence[ResourceKey], *, author: str = "", message: str = "") -> ApplyResult:
         """Delete resources as one revision; refuse if what remains would be inconsistent."""
+        self.reload()
         present = [k for k in keys if k in self.resources]
         changes = [
             {"kind": k[0], "namespace": k[1], "name": k[2], "action": "deleted" if k in self.resources else "not found"}
@@ -223,6 +241,7 @@ class Mesh:
         """Make the config set equal to revision ``to`` (default: the one before the latest), as
         a NEW revision. Refused — with every reason, nothing changed — if that state no longer
         validates."""
+        self.reload()
         target = self.revision - 1 if to is None else to
         if self.revision == 0:
             raise NotFoundError("there is no revision to roll back from; the store is empty")
@@ -259,6 +278,44 @@ class Mesh:
             [k for k in sorted(changed) if k not in state],
             author=author or _default_author(),
             message=message or f"rollback to revision {target}",
+        )
+        self.revision = max(self.revision, rev.number)
+        self.resources = state
+        self.debouncer.trigger()
+        return ApplyResult(self.revision, changes, diff=diff)
+
+    def replace_all(
+        self, manifests: Sequence[Mapping[str, Any]], *, author: str = "", message: str = "", dry_run: bool = False, source: str = "<restore>"
+    ) -> ApplyResult:
+        """Make the config set exactly ``manifests`` (a restore) as ONE revision: the whole target
+        set is validated (every violation, nothing changed, if any), then puts and deletes are
+        committed together. Changes list every resource: created/configured/deleted/unchanged."""
+        self.reload()
+        violations: list[Violation] = []
+        parsed: list[Resource] = []
+        for i, manifest in enumerate(manifests):
+            try:
+                parsed.append(parse_manifest(dict(manifest), source=Source(file=source, document=i)))
+            except ConfigError as exc:
+                violations += exc.violations
+        violations += check_duplicates(parsed)
+        state = {r.key: r for r in parsed}
+        if not violations:
+            violations = validate_state(state, set(state) | set(self.resources), self.settings.domain_suffix, previous=self.resources)
+        if violations:
+            raise ConfigError(violations, summary="restore refused: the backup's config does not validate here")
+        current = {k: r.manifest for k, r in self.resources.items()}
+        target = {k: r.manifest for k, r in state.items()}
+        actions = {k: "deleted" if k not in target else "created" if k not in current
+                   else "unchanged" if current[k] == target[k] else "configured" for k in set(current) | set(target)}
+        changes = [{"kind": k[0], "namespace": k[1], "name": k[2], "action": a} for k, a in sorted(actions.items())]
+        diff = unified_diff(current, target, f"revision {self.revision}", "restored")
+        changed = sorted(k for k, a in actions.items() if a != "unchanged")
+        if dry_run or not changed:
+            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff)
+        rev = self.store.commit(
+            [(k, target[k]) for k in changed if k in target], [k for k in changed if k not in target],
+            author=author or _default_author(), message=message or "restore",
         )
         self.revision = max(self.revision, rev.number)
         self.resources = state

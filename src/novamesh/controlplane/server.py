@@ -16,7 +16,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import NovameshError
 from ..settings import Settings
-from ..store.sqlite import SqliteStore
+from .ha import ReapGuard, make_election, max_age_options, open_store, start_ha_tasks
+from .backup_schedule import start_scheduled_backups
 from .mesh import Mesh
 
 __all__ = ["ControlPlane", "run_control_plane"]
@@ -32,8 +33,11 @@ class ControlPlane:
         self.clock = clock
         data = Path(settings.data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(data / "store.db", clock=clock)
+        self.store = open_store(settings, clock)
         self.mesh = Mesh(settings, self.store, clock=clock)
+        self.election = make_election(settings, self.store, clock)
+        if self.election is not None:
+            self.mesh.leader = self.election
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -42,8 +46,9 @@ class ControlPlane:
 
     async def _reap_leases(self) -> None:
         interval = max(0.2, min(1.0, self.settings.lease_ttl / 5))
+        guard = ReapGuard(self.store, self.settings.lease_ttl, self.clock)
         while True:
-            gone = self.mesh.registry.expire()
+            gone = self.mesh.registry.expire() if guard.allow() else []
             for w in gone:
                 log.info("lease of workload %s (%s.%s %s) expired; endpoints removed", w.id, w.service, w.namespace, w.address)
             await self.clock.sleep(interval)
@@ -59,6 +64,7 @@ class ControlPlane:
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                *max_age_options(s),
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.mesh.xds, grpc_server)
@@ -76,6 +82,8 @@ class ControlPlane:
                 api_task = tg.create_task(api.serve(), name="rest-api")
                 debounce = tg.create_task(self.mesh.debouncer.run(self.mesh.push), name="debounce")
                 reaper = tg.create_task(self._reap_leases(), name="lease-reaper")
+                ha = start_ha_tasks(tg, self.store, self.mesh, self.election)
+                backups = start_scheduled_backups(tg, self.mesh, self.clock)  # None unless backup_interval > 0
                 while not api.started and not api_task.done():
                     await asyncio.sleep(0.02)
                 if api_task.done():
@@ -86,6 +94,12 @@ class ControlPlane:
                 api.should_exit = True
                 reaper.cancel()
                 debounce.cancel()
+                for task in ha:
+                    task.cancel()
+                if backups is not None:
+                    backups.cancel()
+                if self.election is not None:
+                    self.election.resign()
         finally:
             await grpc_server.stop(grace=1.0)
             self.store.close()

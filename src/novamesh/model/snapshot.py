@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..config.names import resolve_host, service_fqdn
+from ..config.names import MESH_GATEWAY, resolve_gateway, resolve_host, service_fqdn
 from ..config.resource import Resource, ResourceKey
 from ..config.types import DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec
 from ..registry.registry import Workload, WorkloadPort
@@ -105,6 +105,19 @@ class MeshSnapshot:
     version: str = ""
     _vs_by_host: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict, repr=False)
     _dr_by_host: Mapping[str, Resource] = field(default_factory=dict, repr=False)
+    sidecars: tuple[Resource, ...] = ()
+    """Sidecar resources, sorted by key (translate/scoping.py picks the one for a proxy)."""
+    gateways: tuple[Resource, ...] = ()
+    _vs_by_gateway: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict, repr=False)
+
+    def gateways_selecting(self, labels: Mapping[str, str]) -> tuple[Resource, ...]:
+        """Gateways whose selector picks a gateway workload with ``labels`` (Istio: in every
+        namespace), sorted by key."""
+        return tuple(g for g in self.gateways if all(labels.get(k) == v for k, v in getattr(g.spec, "selector", {}).items()))
+
+    def virtual_services_for_gateway(self, ref: str) -> tuple[Resource, ...]:
+        """VirtualServices bound to Gateway ``<namespace>/<name>``, sorted by key."""
+        return self._vs_by_gateway.get(ref, ())
 
     def virtual_services_for(self, hostname: str) -> tuple[Resource, ...]:
         """VirtualServices whose hosts include ``hostname`` (exact or wildcard), oldest key first."""
@@ -136,7 +149,7 @@ def _registry_services(
 ) -> dict[str, Service]:
     grouped: dict[tuple[str, str], list[Workload]] = {}
     for w in workloads:
-        if w.kind != "sidecar" or not w.ports:
+        if w.kind not in ("sidecar", "gateway") or not w.ports:  # a gateway is its own service
             continue
         grouped.setdefault((w.namespace, w.service), []).append(w)
     out: dict[str, Service] = {}
@@ -262,9 +275,12 @@ def build_snapshot(
     vss = tuple(by_kind.get("VirtualService", []))
     drs = tuple(by_kind.get("DestinationRule", []))
     vs_by_host: dict[str, list[Resource]] = {}
+    vs_by_gateway: dict[str, list[Resource]] = {}
     for vs in vss:
         spec = vs.spec
         assert isinstance(spec, VirtualServiceSpec)
+        for ref in dict.fromkeys(resolve_gateway(g, vs.namespace) for g in spec.gateways if g != MESH_GATEWAY):
+            vs_by_gateway.setdefault(ref, []).append(vs)
         if spec.gateways and "mesh" not in spec.gateways:
             continue
         for h in spec.hosts:
@@ -287,7 +303,10 @@ def build_snapshot(
         services=MappingProxyType(dict(sorted(services.items()))),
         virtual_services=vss,
         destination_rules=drs,
+        sidecars=tuple(by_kind.get("Sidecar", [])),
         version=version,
         _vs_by_host=MappingProxyType({k: tuple(v) for k, v in vs_by_host.items()}),
         _dr_by_host=MappingProxyType(dr_by_host),
+        gateways=tuple(by_kind.get("Gateway", [])),
+        _vs_by_gateway=MappingProxyType({k: tuple(v) for k, v in vs_by_gateway.items()}),
     )

@@ -8,16 +8,19 @@ expired. Leases are persisted in the store, so a control-plane restart keeps eve
 from __future__ import annotations
 
 import ipaddress
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..errors import ConfigError, NotFoundError, Violation
+from ..errors import ConfigError, NotFoundError, StoreError, Violation
 from ..store.base import ConfigStore
 
 __all__ = ["WorkloadPort", "Workload", "Registry"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -209,11 +212,28 @@ class Registry:
         gone = [e.workload for e in self._entries.values() if e.expires_at <= now]
         for w in gone:
             del self._entries[w.id]
-            self._store.delete_workload(w.id)
+            try:
+                self._store.delete_workload(w.id)
+            except StoreError as exc:  # the store's own lease (etcd) removes it anyway
+                log.warning("cannot delete the expired lease of workload %s from the store: %s", w.id, exc)
             self._remember(w)
         if gone or forgotten:
             self._changed()
         return gone
+
+    def reload(self) -> None:
+        """Replace the in-memory leases with the store's (another replica wrote them)."""
+        fresh = {}
+        for data, expires in self._store.load_workloads():
+            w = Workload.from_dict(data)
+            fresh[w.id] = _Entry(w, expires)
+        before = {wid: e.workload for wid, e in self._entries.items()}
+        for wid, w in before.items():
+            if wid not in fresh:
+                self._remember(w)
+        self._entries = fresh
+        if before != {wid: e.workload for wid, e in fresh.items()}:
+            self._changed()
 
     def get(self, wid: str) -> Workload:
         entry = self._entries.get(wid)

@@ -2,7 +2,9 @@
 
 A store keeps the current config set and a numbered revision for every change (history and
 rollback build on it), plus the persisted leases of registered workloads. Implementations:
-:class:`novamesh.store.sqlite.SqliteStore` (embedded default). Every method may raise
+:class:`novamesh.store.sqlite.SqliteStore` (embedded default) and
+:class:`novamesh.store.etcd.EtcdStore` (shared by the replicas of an HA control plane; it is also a
+:class:`WatchableStore`). Every method may raise
 :class:`novamesh.errors.StoreError` when the backing storage fails.
 """
 
@@ -12,11 +14,11 @@ import builtins
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..config.resource import ResourceKey
 
-__all__ = ["StoredObject", "Revision", "Change", "ConfigStore"]
+__all__ = ["StoredObject", "Revision", "Change", "ConfigStore", "WatchableStore"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +92,13 @@ class ConfigStore(Protocol):
     def load_workloads(self) -> builtins.list[tuple[dict[str, Any], float]]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class WatchableStore(Protocol):
+    """A store that other writers share (etcd): it reports changes it did not make itself."""
+
+    async def watch(self, on_config: Callable[[int], None], on_workloads: Callable[[], None]) -> None:
+        """Until cancelled, call ``on_config(revision)`` after any commit and ``on_workloads()``
+        after any workload lease change, by any writer; both once after every (re)connection."""
+        ...

@@ -7,6 +7,7 @@ from typing import Any
 from ..config.names import inbound_cluster, outbound_cluster
 from ..model.proxy import Proxy
 from ..model.snapshot import MeshSnapshot, Service, ServicePort
+from .cluster_policies import apply_traffic_policy
 from .common import T, duration, socket_address, typed
 from .endpoints import load_assignment
 
@@ -64,10 +65,10 @@ def outbound_clusters(snapshot: MeshSnapshot, opts: TranslateOptions) -> dict[st
         subsets = [(s.name, dict(s.labels)) for s in getattr(dr.spec, "subsets", [])] if dr else []
         for port in svc.ports:
             name = outbound_cluster(port.number, "", svc.hostname)
-            out[name] = _cluster(name, svc, port, None, opts)
+            out[name] = apply_traffic_policy(_cluster(name, svc, port, None, opts), dr, None, port)
             for sname, labels in subsets:
                 sub = outbound_cluster(port.number, sname, svc.hostname)
-                out[sub] = _cluster(sub, svc, port, labels, opts)
+                out[sub] = apply_traffic_policy(_cluster(sub, svc, port, labels, opts), dr, sname, port)
     return out
 
 

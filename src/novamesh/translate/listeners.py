@@ -13,6 +13,7 @@ from typing import Any
 from ..config.names import inbound_cluster
 from ..model.proxy import Proxy, ProxyPort
 from .common import ROUTER_FILTER, T, socket_address, typed
+from .http_policies import POLICY_FILTERS
 from .routes import OUTBOUND_ROUTE
 
 __all__ = ["outbound_listener", "inbound_listener", "listeners_for"]
@@ -25,7 +26,7 @@ def _hcm(stat_prefix: str, route: dict[str, Any], *, inbound: bool) -> dict[str,
         T.HCM,
         stat_prefix=stat_prefix,
         codec_type="AUTO",
-        http_filters=[ROUTER_FILTER],
+        http_filters=[*POLICY_FILTERS, ROUTER_FILTER],  # per-route CORS and fault; router last
         # Keep the request id the client (or the previous hop) set; make one otherwise.
         generate_request_id=True,
         use_remote_address=False,
@@ -56,7 +57,7 @@ def inbound_listener(proxy: Proxy, port: ProxyPort) -> dict[str, Any]:
     """``<address>:<port>`` → the app; HTTP ports through the HCM, others through tcp_proxy."""
     cluster = inbound_cluster(port.number)
     name = f"inbound|{port.number}"
-    if port.protocol in ("TCP", "TLS", "MONGO"):
+    if port.protocol in ("TCP", "TLS", "MONGO", "HTTPS"):  # HTTPS: TLS passed through to the app
         filters = [
             {
                 "name": "envoy.filters.network.tcp_proxy",

@@ -1,6 +1,7 @@
 """Entry points: translate a snapshot for a proxy class, then for one proxy.
 
-Proxies whose translation inputs are equal form a *class* (today: kind and namespace) and share
+Proxies whose translation inputs are equal form a *class* (kind, namespace and, for sidecars,
+the Sidecar resource that applies to them; for gateways, their labels) and share
 one class translation: outbound clusters, endpoints and routes. Only what names the proxy's own
 address or app ports (listeners, inbound clusters) is built per proxy, which is cheap.
 """
@@ -15,8 +16,11 @@ from ..model.snapshot import MeshSnapshot
 from .clusters import TranslateOptions, inbound_clusters, outbound_clusters
 from .common import T
 from .endpoints import endpoints_for_service
-from .listeners import listeners_for
+from .gateway import GATEWAY_KIND, bind_listeners, gateway_listeners_and_routes
+from .listeners import OUTBOUND_LISTENER, listeners_for
 from .routes import outbound_route_config
+from .scoping import outbound_policy, scoped_snapshot, sidecar_ref
+from .tcp import add_l4, bind_to_proxy
 
 __all__ = ["ClassKey", "class_key", "translate_class", "translate_proxy", "Resources", "consistency_errors"]
 
@@ -28,34 +32,58 @@ Resources = dict[str, dict[str, dict[str, Any]]]
 class ClassKey:
     kind: str
     namespace: str
+    labels: tuple[tuple[str, str], ...] = ()
+    """Gateways: the Gateways selecting a gateway are a function of its labels. Sidecars: used
+    to find the Sidecar resource when ``sidecar`` is None."""
+    sidecar: str | None = None
+    """Sidecars: ``<ns>/<name>`` of the Sidecar resource that applies ("" = none)."""
 
 
-def class_key(proxy: Proxy) -> ClassKey:
-    return ClassKey(proxy.kind, proxy.namespace)
+def class_key(proxy: Proxy, snapshot: MeshSnapshot | None = None) -> ClassKey:
+    if proxy.kind != GATEWAY_KIND and snapshot is not None:  # proxies of one Sidecar share a class
+        return ClassKey(proxy.kind, proxy.namespace, sidecar=sidecar_ref(snapshot, proxy.namespace, proxy.label_dict))
+    return ClassKey(proxy.kind, proxy.namespace, proxy.labels)
 
 
 def translate_class(snapshot: MeshSnapshot, key: ClassKey, opts: TranslateOptions) -> Resources:
     """Everything shared by the proxies of one class. Pure and deterministic."""
+    full, ref = snapshot, key.sidecar if key.sidecar is not None else sidecar_ref(snapshot, key.namespace, dict(key.labels))
+    if key.kind != GATEWAY_KIND:  # a Sidecar's egress limits the services its proxies see
+        snapshot = scoped_snapshot(snapshot, ref, key.namespace)
     endpoints: dict[str, dict[str, Any]] = {}
     for svc in snapshot.services.values():
         endpoints.update(endpoints_for_service(snapshot, svc))
+    if key.kind == GATEWAY_KIND:  # same clusters as a sidecar; its own listeners and routes
+        listeners, routes = gateway_listeners_and_routes(snapshot, dict(key.labels))
+        return {
+            T.CLUSTER: dict(sorted(outbound_clusters(snapshot, opts).items())),
+            T.ENDPOINT: dict(sorted(endpoints.items())),
+            T.LISTENER: listeners,
+            T.ROUTE: dict(sorted(routes.items())),
+        }
     route = outbound_route_config(snapshot, key.namespace)
-    return {
+    out: Resources = {
         T.CLUSTER: dict(sorted(outbound_clusters(snapshot, opts).items())),
         T.ENDPOINT: dict(sorted(endpoints.items())),
         T.LISTENER: {},
         T.ROUTE: {route["name"]: route},
     }
+    add_l4(out, snapshot, key.namespace, outbound_policy(full, ref), opts.connect_timeout)
+    return out
 
 
 def translate_proxy(class_resources: Resources, proxy: Proxy, opts: TranslateOptions) -> Resources:
     """The class translation plus this proxy's own listeners and inbound clusters."""
+    if proxy.kind == GATEWAY_KIND:  # no app, no sidecar listeners: the servers, bound to its address
+        return {**class_resources, T.LISTENER: bind_listeners(class_resources[T.LISTENER], proxy)}
     clusters = dict(class_resources[T.CLUSTER])
     clusters.update(inbound_clusters(proxy, opts))
+    listeners = listeners_for(proxy)
+    bind_to_proxy(class_resources, clusters, listeners, proxy, OUTBOUND_LISTENER)  # TCP/TLS/CONNECT
     return {
         T.CLUSTER: dict(sorted(clusters.items())),
         T.ENDPOINT: class_resources[T.ENDPOINT],
-        T.LISTENER: dict(sorted(listeners_for(proxy).items())),
+        T.LISTENER: dict(sorted(listeners.items())),
         T.ROUTE: class_resources[T.ROUTE],
     }
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config.names import outbound_cluster, resolve_host
+from ..config.names import MESH_GATEWAY, outbound_cluster, resolve_gateway, resolve_host
 from ..config.resource import Resource
 from ..config.types import HTTPMatchRequest, HTTPRoute, StringMatch, VirtualServiceSpec
 from ..model.snapshot import MeshSnapshot, Service, ServicePort
+from .cluster_policies import add_hash_policy
+from .http_policies import default_retry_policy, with_action_policies, with_route_policies
 
-__all__ = ["OUTBOUND_ROUTE", "outbound_route_config", "domains_for", "NOT_FOUND_BODY"]
+__all__ = ["OUTBOUND_ROUTE", "outbound_route_config", "domains_for", "NOT_FOUND_BODY", "vs_routes"]
 
 OUTBOUND_ROUTE = "outbound"
 NOT_FOUND_BODY = (
@@ -136,15 +138,24 @@ def _route_action(snapshot: MeshSnapshot, vs: Resource, route: HTTPRoute, vhost_
         action["cluster"] = live[0][0]
     else:
         action["weighted_clusters"] = {"clusters": [{"name": c, "weight": w} for c, w in live]}
+    add_hash_policy(snapshot, action)  # consistent hashing (DestinationRule loadBalancer)
+    # timeout, retries, mirrors, destination headers (http_policies.py)
+    action = with_action_policies(action, route, lambda d: _dest_cluster(snapshot, vs, d.host, d.subset, d.port.number if d.port else None, vhost_port))
     return action
 
 
-def _vs_routes(snapshot: MeshSnapshot, vs: Resource, port: int) -> list[dict[str, Any]]:
+def _vs_routes(snapshot: MeshSnapshot, vs: Resource, port: int, context: str = MESH_GATEWAY) -> list[dict[str, Any]]:
+    """Routes of ``vs`` on ``port`` as seen from ``context``: ``mesh`` (sidecars) or the
+    Gateway ``<namespace>/<name>``; a match block naming other ``gateways`` does not apply."""
     spec = vs.spec
     assert isinstance(spec, VirtualServiceSpec)
     routes: list[dict[str, Any]] = []
     for i, http in enumerate(spec.http):
-        matches = [m for m in http.match if m.port is None or m.port == port] if http.match else [None]
+        matches = [
+            m for m in http.match
+            if (m.port is None or m.port == port)
+            and (not m.gateways or context in {resolve_gateway(g, vs.namespace) for g in m.gateways})
+        ] if http.match else [None]  # fmt: skip
         if http.match and not matches:
             continue  # every match block is for another port
         action = _route_action(snapshot, vs, http, port)
@@ -154,15 +165,24 @@ def _vs_routes(snapshot: MeshSnapshot, vs: Resource, port: int) -> list[dict[str
                 name = f"{name}.{m.name}"
             elif len(matches) > 1:
                 name = f"{name}.match[{j}]"
-            routes.append({"name": name, "match": _route_match(m), "route": action})
+            entry = {"name": name, "match": _route_match(m), "route": action}
+            routes.append(with_route_policies(entry, http, m, port))  # rewrite, redirect, fault, cors, headers
     return routes
+
+
+vs_routes = _vs_routes
+"""Public name for the gateway translation (translate/gateway.py)."""
 
 
 def _default_route(service: Service, port: ServicePort) -> dict[str, Any]:
     return {
         "name": "default",
         "match": {"prefix": "/"},
-        "route": {"cluster": outbound_cluster(port.number, "", service.hostname), "timeout": "0s"},
+        "route": {
+            "cluster": outbound_cluster(port.number, "", service.hostname),
+            "timeout": "0s",
+            "retry_policy": default_retry_policy(),  # Istio retries default routes too
+        },
     }
 
 
@@ -184,6 +204,7 @@ def outbound_route_config(snapshot: MeshSnapshot, client_namespace: str) -> dict
                 routes = _vs_routes(snapshot, vss[0], port.number)
             if not routes:
                 routes = [_default_route(svc, port)]
+                add_hash_policy(snapshot, routes[0]["route"])  # consistent hashing without a VirtualService
             vhosts.append({"name": f"{svc.hostname}:{port.number}", "domains": domains, "routes": routes})
     vhosts.append(
         {

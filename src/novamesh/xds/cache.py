@@ -82,7 +82,7 @@ class TranslationCache:
 
     def raw_for(self, proxy: Proxy) -> Resources:
         """Unpacked resources for ``proxy`` (for inspection and tests)."""
-        return translate_proxy(self._class(class_key(proxy)).raw, proxy, self._opts)
+        return translate_proxy(self._class(class_key(proxy, self._snapshot)).raw, proxy, self._opts)
 
     def view(self, proxy: Proxy) -> ProxyView:
         """Everything ``proxy`` should have under the current snapshot."""
@@ -92,7 +92,7 @@ class TranslationCache:
         cached = self._proxy_cache.get(ck)
         if cached is not None:
             return cached
-        entry = self._class(class_key(proxy))
+        entry = self._class(class_key(proxy, self._snapshot))
         full = translate_proxy(entry.raw, proxy, self._opts)
         errors = consistency_errors(full)
         if errors:

@@ -216,16 +216,16 @@ def test_real_istio_field_not_supported_yet_says_so() -> None:
         VS_HEAD
         + """\
   http:
-  - retries: {attempts: 3}
+  - delegate: {name: reviews-routes}
     route:
     - destination: {host: reviews}
 """
     )
     v = only(violations_of(text))
-    assert v.path == "spec.http[0].retries"
-    assert v.line == line_of(text, "retries")
+    assert v.path == "spec.http[0].delegate"
+    assert v.line == line_of(text, "delegate")
     assert v.message == (
-        "Istio field 'retries' is not supported by novamesh yet (see docs/istio-fields.md)"
+        "Istio field 'delegate' is not supported by novamesh yet (see docs/istio-fields.md)"
     )
     assert v.hint
 
@@ -304,7 +304,7 @@ def test_several_problems_in_one_file_are_all_reported() -> None:
     text = (
         VS_HEAD
         + """\
-  gateways: [my-gateway]
+  gateways: [my_gateway]
   http:
   - match:
     - headers:
@@ -441,7 +441,7 @@ def test_parse_manifest_without_lines() -> None:
 
 
 def test_parse_manifest_uses_line_of() -> None:
-    manifest = yaml.safe_load(VS_HEAD + "  gateways: [mesh, edge]\n")
+    manifest = yaml.safe_load(VS_HEAD + "  gateways: [mesh, a/b/c]\n")
     with pytest.raises(ConfigError) as info:
         parse_manifest(manifest, line_of={"spec.gateways": 42}.get)
     v = only(info.value.violations)

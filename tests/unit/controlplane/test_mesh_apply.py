@@ -52,7 +52,7 @@ def test_apply_stores_all_documents_as_one_revision(tmp_path: Path) -> None:
         (VS, "spec.http[0].route[0].destination.subset"),  # no DestinationRule defines v1 yet
         (DR + "---\n" + VS.replace("weight: 10", "weight: 20"), "spec.http[0].route"),
         (DR + "---\n" + DR, "metadata.name"),
-        (DR + "---\nkind: Gateway\napiVersion: networking.istio.io/v1\nmetadata: {name: gw}\nspec: {}\n", "kind"),
+        (DR + "---\nkind: EnvoyFilter\napiVersion: networking.istio.io/v1\nmetadata: {name: gw}\nspec: {}\n", "kind"),
         (DR.replace("subsets:", "subsetz:"), "spec.subsetz"),
         ("a: [1, 2\n", ""),
     ],

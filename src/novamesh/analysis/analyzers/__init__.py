@@ -1,0 +1,17 @@
+"""The analyzers, one module per family; importing this package registers all of them."""
+
+from __future__ import annotations
+
+from . import (
+    destinationrule,
+    gateway,
+    metadata,
+    references,
+    schema,
+    serviceentry,
+    sidecar,
+    standards,
+    virtualservice,
+)
+
+__all__ = ["destinationrule", "gateway", "metadata", "references", "schema", "serviceentry", "sidecar", "standards", "virtualservice"]
