@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ from google.protobuf import json_format
 from ..clock import SYSTEM_CLOCK, Clock
 from ..model.proxy import METADATA_KEY, Proxy
 from ..model.snapshot import MeshSnapshot
+from ..observe.controlplane_metrics import XdsHooks, all_acked
 from ..translate import SHORT_NAMES, XDS_ORDER, T
 from .cache import Packed, ProxyView, TranslationCache
 
@@ -56,6 +57,7 @@ class TypeState:
     nack_error: str = ""
     sent_at: float = 0.0
     acked_at: float = 0.0
+    sent_revision: int = -1  # config revision of the snapshot the sent version came from
 
     def status(self, desired_version: str | None) -> str:
         if not self.sent_version:
@@ -116,12 +118,19 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.pushes: dict[str, int] = {SHORT_NAMES[t]: 0 for t in XDS_ORDER}
         self.nacks = 0
         self.last_nack: dict[str, str] = {}
+        self.hooks = XdsHooks()
+        """Metrics hooks (push time, NACKs, convergence); the control plane installs real ones."""
+        self.on_nack: Callable[[Proxy, str, TypeState], None] | None = None
+        """Called (on the event loop) with proxy, type URL and its TypeState after each NACK;
+        controlplane/autorollback.py uses it. Must not block."""
 
     # -- public ---------------------------------------------------------------------------
     def update(self, snapshot: MeshSnapshot) -> None:
         """Install a new snapshot and wake every connection."""
         self.cache.set_snapshot(snapshot)
+        now = self._clock.time()
         for conn in self._conns.values():
+            self.hooks.changed(conn.id, now)
             conn.inbox.put_nowait(_PUSH)
 
     def connections(self) -> list[Connection]:
@@ -183,6 +192,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if item is _PUSH:
                     if conn is not None:
                         await self._sync(conn, context, forced=set())
+                        self.hooks.settled(conn.id, self._clock.time(), all_acked(conn.types.values()), False)
                     continue
                 req: discovery_pb2.DiscoveryRequest = item
                 if conn is None:
@@ -192,12 +202,14 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     log.info("proxy %s (%s.%s) connected from %s", proxy.id, proxy.service, proxy.namespace, conn.peer)
                 forced = self._on_request(conn, req)
                 await self._sync(conn, context, forced)
+                self.hooks.settled(conn.id, self._clock.time(), all_acked(conn.types.values()), bool(req.response_nonce))
         finally:
             read_task.cancel()
             if conn is not None:
                 if conn.gate_timer is not None:
                     conn.gate_timer.cancel()
                 self._conns.pop(conn.id, None)
+                self.hooks.disconnected(conn.id)
                 log.info("proxy %s disconnected", conn.proxy.id)
 
     # -- protocol -------------------------------------------------------------------------
@@ -216,8 +228,11 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if t == T.CLUSTER:  # Envoy keeps what it had: the last acknowledged clusters
                     conn.sent_clusters = dict(conn.acked_clusters)
                 self.nacks += 1
+                self.hooks.rejected(SHORT_NAMES[t])
                 self.last_nack[conn.proxy.id] = st.nack_error
                 log.warning("proxy %s rejected %s version %s: %s", conn.proxy.id, SHORT_NAMES[t], st.sent_version, st.nack_error)
+                if self.on_nack is not None:
+                    self.on_nack(conn.proxy, t, st)
             else:
                 st.acked_version = req.version_info
                 st.acked_at = self._clock.time()
@@ -253,6 +268,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         return True
 
     async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: dict[str, Packed]) -> None:
+        started = self._clock.monotonic()
         st = conn.types[t]
         version = _version(entries)
         nonce = str(next(self._nonces))
@@ -262,10 +278,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         st.sent_version, st.sent_nonce = version, nonce
         st.sent = {n: p.digest for n, p in entries.items()}
         st.sent_at = self._clock.time()
+        st.sent_revision = self.cache.snapshot.revision if self.cache.snapshot is not None else -1
         if t == T.CLUSTER:
             conn.sent_clusters = dict(entries)
         self.pushes[SHORT_NAMES[t]] += 1
         await context.write(resp)
+        self.hooks.pushed(SHORT_NAMES[t], self._clock.monotonic() - started)
 
     async def _sync(self, conn: Connection, context: grpc.aio.ServicerContext, forced: set[str]) -> None:
         """Bring the proxy towards the current snapshot, in make-before-break order."""
@@ -282,7 +300,13 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             conn.stale_clusters = bool(keep)
             if (version != cds.sent_version or T.CLUSTER in forced) and version != cds.nack_version:
                 new_names = set(union) - set(cds.sent)
+                changed = {n for n, p in union.items() if cds.sent.get(n) not in (None, p.digest)}
                 await self._send(conn, context, T.CLUSTER, union)
+                if changed:
+                    # Envoy re-warms a changed EDS cluster and waits for its endpoints again;
+                    # its re-subscription looks like a plain ACK, so send them unasked (as
+                    # Istio does) instead of letting the cluster sit warming until it times out.
+                    forced = forced | {T.ENDPOINT}
                 if new_names:
                     conn.gate_deadline = self._clock.monotonic() + self._gate_timeout
                     self._arm_gate_timer(conn)

@@ -207,3 +207,22 @@ async def test_proxies_of_one_namespace_share_one_translation(server: Any) -> No
     assert xds.cache.translations - before == 1
     for e in envs:
         await e.close()
+
+
+async def test_changed_cluster_gets_its_endpoints_again(server: Any) -> None:
+    """Envoy re-warms a changed EDS cluster and needs its endpoints again, unasked."""
+    from novamesh.config.resource import Resource
+    from novamesh.config.types import DestinationRuleSpec
+
+    xds, stub = server
+    env = FakeEnvoy(stub, Proxy(id="p5", service="client", address="127.3.1.5"))
+    await _handshake(env)
+    spec = {"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "LEAST_REQUEST"}}}
+    dr = Resource("DestinationRule", "reviews", "default", "networking.istio.io/v1", DestinationRuleSpec.model_validate(spec), {})
+    ws = [_wl("reviews-1", "reviews", "127.3.0.2"), _wl("ratings-1", "ratings", "127.3.0.3")]
+    xds.update(build_snapshot({dr.key: dr}, ws, revision=2, registry_version=2))
+    cds = await env.recv()
+    assert cds.type_url == T.CLUSTER
+    eds = await env.recv()
+    assert eds.type_url == T.ENDPOINT, "endpoints must follow a changed cluster without a new request"
+    await env.close()
