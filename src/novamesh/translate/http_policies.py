@@ -28,6 +28,7 @@ from typing import Any
 from ..config._semantic_http import GRPC_STATUS_CODES
 from ..config.base import Destination, Percent, parse_duration
 from ..config.types import HTTPMatchRequest, HTTPRoute
+from ..config.types_mesh import MeshConfigSpec
 from ..config.types_http import (
     CorsPolicy,
     HeaderOperations,
@@ -77,8 +78,8 @@ DEFAULT_RETRY_POLICY: dict[str, Any] = {
     "host_selection_retry_max_attempts": 5,
 }
 """Istio's mesh-wide default retry policy, used for every route without ``retries`` (and for the
-default route of a service without a VirtualService). The one place to change it; a mesh-wide
-setting can replace it later."""
+default route of a service without a VirtualService) unless the MeshConfig sets
+``defaultHttpRetryPolicy`` (see mesh_defaults.py)."""
 
 _REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}
 
@@ -97,8 +98,10 @@ def _duration(text: str) -> str:
     return duration(parse_duration(text))
 
 
-def retry_policy(retries: HTTPRetry | None) -> dict[str, Any] | None:
-    """The Envoy ``RetryPolicy`` for a route's ``retries`` (None: no retries at all)."""
+def retry_policy(retries: HTTPRetry | None, mesh_default: HTTPRetry | None = None) -> dict[str, Any] | None:
+    """The Envoy ``RetryPolicy`` for a route's ``retries`` (None: no retries at all); a route
+    without ``retries`` gets the MeshConfig's ``defaultHttpRetryPolicy``, else Istio's default."""
+    retries = retries if retries is not None else mesh_default
     if retries is None:
         return default_retry_policy()
     if not retries.attempts:
@@ -171,14 +174,27 @@ def _merge_headers(target: dict[str, Any], fields: dict[str, Any]) -> None:
             target[key] = [*target.get(key, []), *value]
 
 
-def with_action_policies(action: dict[str, Any], route: HTTPRoute, cluster_of: ClusterOf) -> dict[str, Any]:
+def keep_hashed_host(action: dict[str, Any]) -> None:
+    """With consistent hashing, retries must not be steered away from the hashed host: drop the
+    previous-hosts predicate (Istio does the same). Call after both hash and retry policy are set."""
+    policy = action.get("retry_policy")
+    if "hash_policy" in action and isinstance(policy, dict):
+        for key in ("retry_host_predicate", "host_selection_retry_max_attempts"):
+            policy.pop(key, None)
+
+
+def with_action_policies(
+    action: dict[str, Any], route: HTTPRoute, cluster_of: ClusterOf, mesh: MeshConfigSpec | None = None
+) -> dict[str, Any]:
     """``action`` (an Envoy RouteAction) with the route's timeout, retries, mirrors and
-    destination-level headers."""
-    if route.timeout is not None:
-        action["timeout"] = _duration(route.timeout)
-    policy = retry_policy(route.retries)
+    destination-level headers; ``mesh`` supplies the timeout and retries a route leaves unset."""
+    timeout = route.timeout if route.timeout is not None else (mesh.default_http_timeout if mesh is not None else None)
+    if timeout is not None:
+        action["timeout"] = _duration(timeout)
+    policy = retry_policy(route.retries, mesh.default_http_retry_policy if mesh is not None else None)
     if policy is not None:
         action["retry_policy"] = policy
+        keep_hashed_host(action)
     mirrors = [(route.mirror, route.mirror_percentage)] if route.mirror is not None else []
     mirrors += [(m.destination, m.percentage) for m in route.mirrors]
     if mirrors:

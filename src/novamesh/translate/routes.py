@@ -17,9 +17,12 @@ from typing import Any
 from ..config.names import MESH_GATEWAY, outbound_cluster, resolve_gateway, resolve_host
 from ..config.resource import Resource
 from ..config.types import HTTPMatchRequest, HTTPRoute, StringMatch, VirtualServiceSpec
+from ..config.types_mesh import MeshConfigSpec
 from ..model.snapshot import MeshSnapshot, Service, ServicePort
 from .cluster_policies import add_hash_policy
-from .http_policies import default_retry_policy, with_action_policies, with_route_policies
+from .http_policies import keep_hashed_host
+from .http_policies import with_action_policies, with_route_policies
+from .mesh_defaults import mesh_spec
 
 __all__ = ["OUTBOUND_ROUTE", "outbound_route_config", "domains_for", "NOT_FOUND_BODY", "vs_routes"]
 
@@ -140,7 +143,7 @@ def _route_action(snapshot: MeshSnapshot, vs: Resource, route: HTTPRoute, vhost_
         action["weighted_clusters"] = {"clusters": [{"name": c, "weight": w} for c, w in live]}
     add_hash_policy(snapshot, action)  # consistent hashing (DestinationRule loadBalancer)
     # timeout, retries, mirrors, destination headers (http_policies.py)
-    action = with_action_policies(action, route, lambda d: _dest_cluster(snapshot, vs, d.host, d.subset, d.port.number if d.port else None, vhost_port))
+    action = with_action_policies(action, route, lambda d: _dest_cluster(snapshot, vs, d.host, d.subset, d.port.number if d.port else None, vhost_port), mesh_spec(snapshot))
     return action
 
 
@@ -174,16 +177,11 @@ vs_routes = _vs_routes
 """Public name for the gateway translation (translate/gateway.py)."""
 
 
-def _default_route(service: Service, port: ServicePort) -> dict[str, Any]:
-    return {
-        "name": "default",
-        "match": {"prefix": "/"},
-        "route": {
-            "cluster": outbound_cluster(port.number, "", service.hostname),
-            "timeout": "0s",
-            "retry_policy": default_retry_policy(),  # Istio retries default routes too
-        },
-    }
+def _default_route(service: Service, port: ServicePort, mesh: MeshConfigSpec | None = None) -> dict[str, Any]:
+    cluster = outbound_cluster(port.number, "", service.hostname)
+    # Istio retries default routes too; the MeshConfig's timeout and retries apply here as well.
+    action = with_action_policies({"cluster": cluster, "timeout": "0s"}, HTTPRoute(), lambda _: cluster, mesh)
+    return {"name": "default", "match": {"prefix": "/"}, "route": action}
 
 
 def outbound_route_config(snapshot: MeshSnapshot, client_namespace: str) -> dict[str, Any]:
@@ -203,8 +201,9 @@ def outbound_route_config(snapshot: MeshSnapshot, client_namespace: str) -> dict
             if vss:
                 routes = _vs_routes(snapshot, vss[0], port.number)
             if not routes:
-                routes = [_default_route(svc, port)]
+                routes = [_default_route(svc, port, mesh_spec(snapshot))]
                 add_hash_policy(snapshot, routes[0]["route"])  # consistent hashing without a VirtualService
+                keep_hashed_host(routes[0]["route"])
             vhosts.append({"name": f"{svc.hostname}:{port.number}", "domains": domains, "routes": routes})
     vhosts.append(
         {
