@@ -393,3 +393,78 @@ spec:
     route: [{destination: {host: secure-b.example.com}}]
 """)
         poll(lambda: _tls_hello(client.address, 8443, "secure-a.example.com") == "b|secure-a.example.com", 20, "tls route to b")
+
+
+FLAKY_GRPC_SERVER = """
+import os, random
+from concurrent import futures
+import grpc
+
+def hello(request, context):
+    if random.random() < 0.3:  # a backend that is briefly unavailable 30% of the time
+        context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+    return b"ok:" + request
+
+handler = grpc.method_handlers_generic_handler("demo.Greeter", {"Hello": grpc.unary_unary_rpc_method_handler(hello)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((handler,))
+server.add_insecure_port(os.environ["HOST"] + ":" + os.environ["PORT"])
+server.start()
+server.wait_for_termination()
+"""
+
+FLAKY_GRPC_CLIENT = """
+import json, sys
+import grpc
+
+codes = {}
+with grpc.insecure_channel("flakygrpc:50061") as channel:
+    hello = channel.unary_unary("/demo.Greeter/Hello")
+    for _ in range(int(sys.argv[1])):
+        try:
+            hello(b"hi", timeout=5)
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        codes[code] = codes.get(code, 0) + 1
+print(json.dumps(codes))
+"""
+
+
+def _flaky_calls(client: WorkloadProcess, n: int) -> dict[str, int]:
+    env = {"http_proxy": client.proxy_url, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", FLAKY_GRPC_CLIENT, str(n)], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return dict(json.loads(proc.stdout))
+
+
+def test_grpc_retried_on_unavailable(mesh: LocalMesh, client: WorkloadProcess) -> None:
+    mesh.run("flakygrpc", ports=["50061/grpc"], command=[sys.executable, "-c", FLAKY_GRPC_SERVER])
+    vs = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: flakygrpc}}
+spec:
+  hosts: [flakygrpc]
+  http:
+  - route: [{{destination: {{host: flakygrpc}}}}]
+    retries: {retries}
+"""
+    mesh.apply(vs.format(retries="{attempts: 0}"))
+    def reachable() -> bool:
+        codes = _flaky_calls(client, 10)
+        return codes.get("OK", 0) + codes.get("UNAVAILABLE", 0) == 10
+
+    poll(reachable, 30, "flakygrpc reachable (only OK or UNAVAILABLE answers)")
+    # No retries: UNAVAILABLE reaches the client. Binomial(200, 0.3): mean 60, sd 6.5.
+    plain = _flaky_calls(client, 200)
+    assert 60 - 30 <= plain.get("UNAVAILABLE", 0) <= 60 + 30, plain
+    mesh.apply(vs.format(retries="{attempts: 4, retryOn: unavailable}"))
+    retry_stat = "cluster.outbound|50061||flakygrpc.default.svc.cluster.local.upstream_rq_retry"
+    before = _stats(client, "upstream_rq_retry").get(retry_stat, 0)
+    poll(lambda: _flaky_calls(client, 20).get("OK") == 20, 30, "retries on UNAVAILABLE in effect")
+    # With 4 retries a call fails only if 5 attempts all fail: 0.3**5 = 0.24%; over 200 calls
+    # the expected count is 0.5, so more than 3 failures (P < 0.2%) means retries are broken.
+    retried = _flaky_calls(client, 200)
+    assert retried.get("OK", 0) >= 197, retried
+    assert _stats(client, "upstream_rq_retry").get(retry_stat, 0) > before
