@@ -41,6 +41,7 @@ class Settings:
     envoy_concurrency: int = field(default=2, metadata={"doc": "Worker threads per sidecar Envoy (Istio's default is 2)."})
     envoy_log_level: str = field(default="warning", metadata={"doc": "Envoy log level (trace, debug, info, warning, error)."})
     envoy_admin_port: int = field(default=15000, metadata={"doc": "Envoy admin port, bound to the workload's loopback address."})
+    admin_timeout: float = field(default=5.0, metadata={"doc": "Seconds the CLI waits for a sidecar's Envoy admin (proxy-config)."})
     outbound_port: int = field(default=15001, metadata={"doc": "Sidecar outbound (HTTP proxy) listener port."})
     health_port: int = field(default=15021, metadata={"doc": "Agent health port (/healthz/ready)."})
     drain_time: float = field(default=5.0, metadata={"doc": "Seconds Envoy gets to finish in-flight requests when a workload stops."})
@@ -64,6 +65,33 @@ class Settings:
     backup_dir: str = field(default="", metadata={"doc": "Directory of scheduled backups; empty means <data_dir>/backups."})
     backup_retention: int = field(default=10, metadata={"doc": "How many scheduled backups to keep (the newest); 0 keeps all."})
     backup_passphrase_file: str = field(default="", metadata={"doc": "File whose first line seals scheduled backups (HMAC) and encrypts CA material; else $NOVAMESH_BACKUP_PASSPHRASE; else unsealed."})
+    metrics_port: int = field(default=15020, metadata={"doc": "Agent's merged Prometheus port on the workload address (/stats/prometheus, /stats/envoy)."})
+    telemetry_port: int = field(default=15019, metadata={"doc": "Agent's Envoy access-log (gRPC) port behind the istio_* workload metrics; 0 turns them off."})
+    app_metrics_port: int = field(default=0, metadata={"doc": "Port of the app's own Prometheus metrics, merged into /stats/prometheus; 0: none."})
+    app_metrics_path: str = field(default="/metrics", metadata={"doc": "Path of the app's own Prometheus metrics (with app_metrics_port)."})
+    tracing_otlp_address: str = field(default="", metadata={"doc": "HOST:PORT of an OTLP/gRPC trace collector (Jaeger accepts OTLP); defines the tracing provider 'otel'. Empty: none."})
+    tracing_zipkin_address: str = field(default="", metadata={"doc": "HOST:PORT of a Zipkin collector (spans POSTed to /api/v2/spans); defines the tracing provider 'zipkin'. Empty: none."})
+    tracing_sampling: float = field(default=1.0, metadata={"doc": "Percentage of requests traced when no Telemetry sets randomSamplingPercentage (Istio's default: 1)."})
+    access_log_default: bool = field(default=False, metadata={"doc": "Write access logs for workloads no Telemetry configures (Istio's default: off)."})
+    guarded_apply: bool = field(default=True, metadata={"doc": "Before storing a change, translate it for the affected proxy classes and refuse what Envoy would reject (envoy --mode validate)."})
+    guarded_apply_timeout: float = field(default=30.0, metadata={"doc": "Seconds one guarded-apply `envoy --mode validate` run may take before the change is refused as uncheckable."})
+    auto_rollback_on_nack: bool = field(default=False, metadata={"doc": "Roll back (once) to the previous revision when a proxy rejects (NACKs) the configuration of a new revision."})
+    auto_rollback_window: float = field(default=600.0, metadata={"doc": "Only revisions younger than this many seconds are rolled back automatically on a NACK."})
+    csr_port: int = field(default=15012, metadata={"doc": "CSR service port (gRPC over TLS): workloads get their certificates here; -1 turns the CA off."})
+    ca_dir: str = field(default="", metadata={"doc": "Directory of a plugged-in intermediate CA (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem); empty: a self-signed root kept in the store."})
+    ca_key_type: str = field(default="ec-p256", metadata={"doc": "Key type of the self-signed root and of workload keys: 'ec-p256' or 'rsa-2048'."})
+    root_cert_ttl: float = field(default=10 * 365 * 86400.0, metadata={"doc": "Lifetime of a self-signed root certificate, seconds (10 years)."})
+    ca_reload_interval: float = field(default=5.0, metadata={"doc": "Seconds between checks of the plugged-in CA files for changes."})
+    cert_ttl: float = field(default=86400.0, metadata={"doc": "Lifetime of workload certificates, seconds (the longest the CA issues)."})
+    cert_renew_fraction: float = field(default=0.5, metadata={"doc": "Share of a certificate's lifetime after which the agent renews it."})
+    cert_renew_jitter: float = field(default=0.1, metadata={"doc": "Random share of the lifetime (0..jitter) subtracted from the renewal time, so workloads do not renew in lockstep."})
+    cert_retry_interval: float = field(default=2.0, metadata={"doc": "Seconds between the agent's attempts when a certificate request fails."})
+    token_ttl: float = field(default=3600.0, metadata={"doc": "Default lifetime of join tokens, seconds."})
+    local_trust: bool = field(default=True, metadata={"doc": "Agents of a loopback control plane mint their own join token (local development); never applies to a remote control plane."})
+    ca_bundle_file: str = field(default="", metadata={"doc": "Roots (PEM) an agent verifies the CSR service with; empty: fetched from the control plane's REST API (trust on first use)."})
+    join_token_file: str = field(default="", metadata={"doc": "File holding the agent's join token (--token-file); $NOVAMESH_JOIN_TOKEN takes precedence."})
+    xds_tls_port: int = field(default=-1, metadata={"doc": "ADS over mTLS port (Istio's former 15011); sidecars with a certificate connect there; -1 off."})
+    xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port (bound to loopback only when bind_host is not); false leaves only xds_tls_port."})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -76,7 +104,7 @@ class Settings:
                 continue
             kind = type(f.default) if f.default is not dataclasses.MISSING else str
             try:
-                values[f.name] = kind(raw)
+                values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as exc:
                 from .errors import NovameshError
 
@@ -90,6 +118,14 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _parse_bool(raw: str) -> bool:
+    # bool("false") is True: spell the accepted words out.
+    words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+    if raw.strip().lower() not in words:
+        raise ValueError("write true or false")
+    return words[raw.strip().lower()]
 
 
 def describe() -> list[tuple[str, str, str]]:

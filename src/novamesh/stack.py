@@ -564,6 +564,8 @@ class StackRunner:
         typed = Settings.from_env({f"NOVAMESH_{k.upper()}": v for k, v in cp.settings.items()})
         eff = base.replace(**{k: getattr(typed, k) for k in cp.settings})
         eff = eff.replace(http_port=cp.http_port, xds_port=cp.xds_port)
+        if cp.xds_port is not None and "csr_port" not in cp.settings and eff.csr_port == Settings().csr_port:
+            eff = eff.replace(csr_port=cp.xds_port + 2)  # moved xDS: keep Istio's 15010/15012 spacing
         self.data_dir = stack_data_dir(stack, eff)
         host = "127.0.0.1" if eff.bind_host in ("0.0.0.0", "::", "") else eff.bind_host
         self.url = f"http://{host}:{eff.http_port}"

@@ -289,25 +289,23 @@ spec:
         assert _stat(client, overflow) - before == res.statuses[503]
         # The backend never had more requests in flight than maxConnections allows.
         assert _echo(mesh, "v1", "GET", "/_echo/stats")["max_in_flight"] == 1
-        # The rejection is Envoy's own (flag UO): overflow reset, marked x-envoy-overloaded.
-        r = httpx.get(URL, proxy=client.proxy_url, headers={"x-echo-delay": "0"}, timeout=5, trust_env=False)
-        assert r.status_code == 200
-        with httpx.Client(proxy=client.proxy_url, trust_env=False, timeout=30) as a, httpx.Client(
+        # Once the burst is over, requests pass again.
+        assert httpx.get(URL, proxy=client.proxy_url, timeout=5, trust_env=False).status_code == 200
+        # The rejection is Envoy's own (flag UO: overflow, marked x-envoy-overloaded). One slow request holds the only connection (in flight at the app), a second waits as the
+        # one pending request allowed; the third overflows at once.
+        pending = f"cluster.{V1_CLUSTER}.upstream_rq_pending_active"
+        with httpx.Client(proxy=client.proxy_url, trust_env=False, timeout=30) as one, httpx.Client(
             proxy=client.proxy_url, trust_env=False, timeout=30
-        ) as b, httpx.Client(proxy=client.proxy_url, trust_env=False, timeout=30) as c:
-            slow = [threading.Thread(target=x.get, args=(URL,), kwargs={"headers": {"x-echo-delay": "1"}}) for x in (a, b)]
-            for t in slow:
-                t.start()
-            answers: list[httpx.Response] = []
-
-            def overflowed() -> bool:
-                answers.append(c.get(URL))
-                return answers[-1].status_code == 503
-
-            poll(overflowed, 10, "an overflow answer")
-            rejected = answers[-1]
+        ) as two:
+            slow = [threading.Thread(target=c.get, args=(URL,), kwargs={"headers": {"x-echo-delay": "2"}}) for c in (one, two)]
+            slow[0].start()
+            poll(lambda: _echo(mesh, "v1", "GET", "/_echo/stats")["in_flight"] == 1, 10, "the first slow request in flight")
+            slow[1].start()
+            poll(lambda: _stat(client, pending) == 1, 10, "the second slow request pending")
+            rejected = httpx.get(URL, proxy=client.proxy_url, timeout=5, trust_env=False)
             for t in slow:
                 t.join()
+        assert rejected.status_code == 503, rejected.text
         assert rejected.headers.get("x-envoy-overloaded") == "true"
         assert "overflow" in rejected.text
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import NovameshError
 from ..model.proxy import METADATA_KEY, Proxy
+from ..observe.envoy_config import als_cluster
 from ..settings import Settings
 
 __all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses"]
@@ -103,7 +104,7 @@ def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:
             "metadata": {METADATA_KEY: proxy.to_metadata()},
         },
         "admin": {"address": _socket_address(proxy.address, proxy.admin_port)},
-        "static_resources": {"clusters": [_xds_cluster(settings)]},
+        "static_resources": {"clusters": [_xds_cluster(settings), *als_cluster(proxy)]},  # ALS: metrics
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",

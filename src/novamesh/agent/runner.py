@@ -20,6 +20,7 @@ N). If the agent is signalled, it stops the app and exits 0 if the app then exit
 
 from __future__ import annotations
 
+import dataclasses
 import asyncio
 import contextlib
 import logging
@@ -39,6 +40,9 @@ from .client import ControlPlaneClient, WorkloadSpec
 from .clock import Clock, SystemClock
 from .envoy import EnvoyProcess
 from .health import HealthServer
+from .identity import WorkloadIdentity, start_identity
+from .sds import add_sds
+from .metrics import Telemetry, start_telemetry
 from .process import die_with_parent, exit_status, first_of, terminate
 from .registration import Registration
 from .workload import AgentConfig, app_environment, free_port, port_open
@@ -89,7 +93,10 @@ class Agent:
         self._signal: int | None = None
         self._stopping = False
         self._health: HealthServer | None = None
+        self._telemetry: Telemetry | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.identity: WorkloadIdentity | None = None
+        """Key, certificate and SDS server (None: the workload runs without identity)."""
 
     def _spec(self, ports: tuple[Any, ...]) -> WorkloadSpec:
         c = self.config
@@ -192,13 +199,24 @@ class Agent:
             ports=ports,
             admin_port=s.envoy_admin_port,
             outbound_port=s.outbound_port,
+            telemetry_port=s.telemetry_port,
         )
         safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", lease.id)
         self.workdir = Path(s.data_dir) / "workloads" / f"{self.config.service}-{self.config.version}-{safe_id}"
-        config_path = write_bootstrap(self.workdir / "bootstrap.json", self.bootstrap_builder(self.proxy, s))
+        # Access logs (when a Telemetry turns them on) go beside the bootstrap, one file per workload.
+        self.proxy = dataclasses.replace(self.proxy, access_log_path=str(self.workdir / "access.log"))
+        self.identity = await self._unless_stopped(
+            start_identity(s, self.workdir, self.config.namespace, self.config.service_account)
+        )
+        bootstrap = self.bootstrap_builder(self.proxy, s)
+        if self.identity is not None:
+            add_sds(bootstrap, self.identity.sds.socket_path, s)  # and mTLS xDS when xds_tls_port >= 0
+            self._tasks.append(asyncio.create_task(self.identity.run(), name=f"cert-renewal {lease.id}"))
+        config_path = write_bootstrap(self.workdir / "bootstrap.json", bootstrap)
 
         self._health = HealthServer(lease.address, s.health_port, self.check_ready)
         await self._health.start()
+        self._telemetry = await start_telemetry(self.proxy, s, self.app_host)  # metrics: 15020
 
         self.envoy = EnvoyProcess(
             config_path,
@@ -304,6 +322,10 @@ class Agent:
             await self.envoy.stop(s.stop_timeout)
         if self._health is not None:
             await self._health.stop()
+        if self.identity is not None:
+            await self.identity.stop()
+        if self._telemetry is not None:
+            await self._telemetry.stop()
         if self._owns_client:
             await self.client.aclose()
         return app_code

@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from .. import __version__
+from ..controlplane.guard import guarded
 from ..controlplane.mesh import Mesh, resolve_kind
 from ..errors import ConfigError, ConflictError, NotFoundError, NovameshError, StoreError
+from ..observe.controlplane_metrics import ControlPlaneMetrics
 from .backup_routes import backup_router
 
 __all__ = ["create_app"]
@@ -105,12 +107,13 @@ def create_app(mesh: Mesh) -> FastAPI:
     @app.post("/api/v1/apply")
     async def apply(req: ApplyRequest) -> dict[str, Any]:
         docs = [d.model_dump() for d in req.documents]
-        return mesh.apply(docs, namespace=req.namespace, dry_run=req.dry_run, author=req.author, message=req.message).to_dict()
+        result = await guarded(mesh, lambda: mesh.apply(docs, namespace=req.namespace, dry_run=req.dry_run, author=req.author, message=req.message))
+        return result.to_dict()
 
     @app.post("/api/v1/delete")
     async def delete_docs(req: ApplyRequest) -> dict[str, Any]:
         docs = [d.model_dump() for d in req.documents]
-        return mesh.delete_documents(docs, namespace=req.namespace, author=req.author, message=req.message).to_dict()
+        return (await guarded(mesh, lambda: mesh.delete_documents(docs, namespace=req.namespace, author=req.author, message=req.message))).to_dict()
 
     @app.get("/api/v1/resources")
     async def list_resources(kind: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
@@ -125,7 +128,7 @@ def create_app(mesh: Mesh) -> FastAPI:
         key = (resolve_kind(kind), namespace, name)
         if key not in mesh.resources:
             raise NotFoundError(f"{key[0]} {namespace}/{name} not found")
-        return mesh.delete([key], author=author).to_dict()
+        return (await guarded(mesh, lambda: mesh.delete([key], author=author))).to_dict()
 
     @app.get("/api/v1/revisions")
     async def revisions(
@@ -140,7 +143,7 @@ def create_app(mesh: Mesh) -> FastAPI:
 
     @app.post("/api/v1/rollback")
     async def rollback(req: RollbackRequest) -> dict[str, Any]:
-        return mesh.rollback(req.to, author=req.author, message=req.message, dry_run=req.dry_run).to_dict()
+        return (await guarded(mesh, lambda: mesh.rollback(req.to, author=req.author, message=req.message, dry_run=req.dry_run))).to_dict()
 
     @app.post("/api/v1/workloads")
     async def register(w: WorkloadIn) -> dict[str, Any]:
@@ -184,6 +187,22 @@ def create_app(mesh: Mesh) -> FastAPI:
                 raw = mesh.cache.raw_for(conn.proxy)
                 return {SHORT_NAMES[t]: v for t, v in raw.items()}
         raise NotFoundError(f"no connected proxy with id {pid}")
+
+    @app.get("/api/v1/mesh-config")
+    async def mesh_config() -> dict[str, Any]:
+        from ..translate.mesh_defaults import effective_mesh_config
+
+        return effective_mesh_config(mesh.snapshot(), mesh.settings.connect_timeout)
+
+    from ..security.api_routes import security_router
+
+    app.include_router(security_router(mesh))  # tokens, CA status, trust bundle, root rotation
+    metrics = ControlPlaneMetrics(mesh.xds, lambda: mesh.revision)
+    mesh.xds.hooks = metrics.hooks  # push time, NACKs, convergence (docs/observability.md)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(backup_router(mesh))  # GET/POST /api/v1/backup, POST /api/v1/restore
     return app

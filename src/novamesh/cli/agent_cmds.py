@@ -77,6 +77,7 @@ SaOpt = Annotated[str, typer.Option("--service-account", help="Service account: 
 AddressOpt = Annotated[str | None, typer.Option("--address", help=_ADDRESS_HELP)]
 ControlPlaneOpt = Annotated[str | None, typer.Option("--control-plane", help=_CP_HELP)]
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help=_DATA_HELP)]
+TokenFileOpt = Annotated[str | None, typer.Option("--token-file", help="File with the join token for the workload's first certificate (or env NOVAMESH_JOIN_TOKEN); see docs/security.md.")]
 AppHostOpt = Annotated[str, typer.Option("--app-host", help=_APP_HOST_HELP)]
 CommandArg = Annotated[
     list[str], typer.Argument(metavar="CMD", help="The app to run and its arguments, after `--`.", show_default=False)
@@ -125,11 +126,13 @@ async def _run_agent(config: AgentConfig, settings: Settings) -> int:
     return await Agent(config, settings).run()
 
 
-def _start(make_config: Callable[[], AgentConfig], control_plane: str | None, data_dir: str | None) -> None:
+def _start(
+    make_config: Callable[[], AgentConfig], control_plane: str | None, data_dir: str | None, token_file: str | None = None
+) -> None:
     """Build the config and settings, run the agent, exit with its code."""
     try:
         config = make_config()
-        settings = Settings.from_env(control_plane_url=control_plane, data_dir=data_dir)
+        settings = Settings.from_env(control_plane_url=control_plane, data_dir=data_dir, join_token_file=token_file)
         _setup_logging()
         code = asyncio.run(_run_agent(config, settings))
     except NovameshError as exc:
@@ -153,6 +156,7 @@ def register(app: typer.Typer) -> None:
         address: AddressOpt = None,
         control_plane: ControlPlaneOpt = None,
         data_dir: DataDirOpt = None,
+        token_file: TokenFileOpt = None,
     ) -> None:
         def make_config() -> AgentConfig:
             return build_config(
@@ -160,7 +164,7 @@ def register(app: typer.Typer) -> None:
                 service_account=service_account, address=address, command=command,
             )  # fmt: skip
 
-        _start(make_config, control_plane, data_dir)
+        _start(make_config, control_plane, data_dir, token_file)
 
     @app.command("agent", help=AGENT_HELP, no_args_is_help=True)
     def agent(
@@ -174,6 +178,7 @@ def register(app: typer.Typer) -> None:
         app_host: AppHostOpt = "127.0.0.1",
         control_plane: ControlPlaneOpt = None,
         data_dir: DataDirOpt = None,
+        token_file: TokenFileOpt = None,
     ) -> None:
         def make_config() -> AgentConfig:
             return build_config(
@@ -181,4 +186,4 @@ def register(app: typer.Typer) -> None:
                 service_account=service_account, address=address, app_host=app_host,
             )  # fmt: skip
 
-        _start(make_config, control_plane, data_dir)
+        _start(make_config, control_plane, data_dir, token_file)

@@ -93,11 +93,16 @@ def apply(
         out.print(f"{ch['kind'].lower()}/{ch['name']} ({ch['namespace']}) {ch['action']}{suffix}", highlight=False)
     if not result.get("dry_run"):
         out.print(f"revision {result['revision']}", style="dim", highlight=False)
+    else:
+        from .dryrun_output import print_dry_run_checks
+
+        if not print_dry_run_checks(result):  # analysis and guarded-apply verdict; 1 if apply would be refused
+            raise typer.Exit(1)
 
 
 @app.command("get")
 def get(
-    kind: str = typer.Argument(..., help="virtualservice (vs), destinationrule (dr), serviceentry (se), workloadentry (we), or 'workloads'."),
+    kind: str = typer.Argument(..., help="virtualservice (vs), destinationrule (dr), serviceentry (se), workloadentry (we), 'workloads', or mesh-config (effective mesh-wide defaults)."),
     name: Optional[str] = typer.Argument(None, help="Resource name; all when omitted."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Only this namespace (default: all)."),
     output: str = typer.Option("table", "--output", "-o", help="table, yaml or json."),
@@ -110,6 +115,11 @@ def get(
             _print_workloads(client.get("/api/v1/workloads"), output)
             return
         canon = canonical_kind(kind)
+        if canon == "MeshConfig" and not name:  # the effective mesh-wide defaults (meshconfig_cmds.py)
+            from .meshconfig_cmds import print_mesh_config
+
+            print_mesh_config(client.get("/api/v1/mesh-config"), output)
+            return
         if canon is None:
             raise NovameshError(f"unknown kind {kind!r}; use virtualservice (vs), destinationrule (dr), serviceentry (se), workloadentry (we) or workloads")
         if name:
@@ -219,7 +229,7 @@ def proxy_status(
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (agent, stacks)."""
-    for module in ("agent_cmds", "stack_cmds", "gateway_cmds", "history_cmds", "context_cmds", "backup_cmds", "analyze_cmds"):
+    for module in ("agent_cmds", "stack_cmds", "gateway_cmds", "history_cmds", "context_cmds", "backup_cmds", "analyze_cmds", "observe_cmds", "inspect_cmds", "security_cmds"):
         try:
             mod = __import__(f"novamesh.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as exc:  # pragma: no cover - only while a module is missing

@@ -32,7 +32,6 @@ NOT_YET_SUPPORTED_KINDS: tuple[str, ...] = (
     "PeerAuthentication",
     "AuthorizationPolicy",
     "RequestAuthentication",
-    "Telemetry",
     "EnvoyFilter",
     "WorkloadGroup",
     "ProxyConfig",

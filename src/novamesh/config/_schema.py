@@ -23,6 +23,8 @@ from .types_http import HTTP_POLICY_NOT_YET_SUPPORTED
 from .types_traffic import TRAFFIC_NOT_YET_SUPPORTED
 from .types_sidecar import SIDECAR_NOT_YET_SUPPORTED
 from .types_gateway import GATEWAY_NOT_YET_SUPPORTED
+from .types_telemetry import TELEMETRY_NOT_YET_SUPPORTED
+from .types_mesh import MESH_NOT_YET_SUPPORTED
 from .types import (
     PROTOCOLS,
     DestinationRuleSpec,
@@ -39,6 +41,8 @@ NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
     **TRAFFIC_NOT_YET_SUPPORTED,
     **SIDECAR_NOT_YET_SUPPORTED,
     **GATEWAY_NOT_YET_SUPPORTED,
+    **TELEMETRY_NOT_YET_SUPPORTED,
+    **MESH_NOT_YET_SUPPORTED,
     HTTPRoute: ("delegate", "mirrorPercent"),
     HTTPMatchRequest: ("statPrefix",),
     DestinationRuleSpec: ("workloadSelector",),

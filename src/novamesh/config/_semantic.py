@@ -24,6 +24,10 @@ from ._semantic_sidecar import check_l4_routes, check_sidecar
 from .types_sidecar import SidecarSpec
 from ._semantic_gateway import check_gateway, gateway_ref_problems
 from ._semantic_http import check_http_policies
+from ._semantic_telemetry import check_telemetry
+from .types_telemetry import TelemetrySpec
+from ._semantic_mesh import check_mesh_config
+from .types_mesh import MeshConfigSpec
 from ._semantic_traffic import traffic_policy_problems
 from ._syntax import host_problem, is_cidr, is_dns1123_label, is_ip, regex_error
 from .types import (
@@ -394,4 +398,6 @@ _CHECKERS: dict[str, Callable[[Spec], list[Problem]]] = {
     "ServiceEntry": _service_entry,
     "WorkloadEntry": _workload_entry,
     "Gateway": check_gateway,
+    "Telemetry": lambda spec: check_telemetry(spec) if isinstance(spec, TelemetrySpec) else [],
+    "MeshConfig": lambda spec: check_mesh_config(spec) if isinstance(spec, MeshConfigSpec) else [],
 }

@@ -94,6 +94,11 @@ KIND_ALIASES: dict[str, str] = {
     "gateway": "Gateway",
     "gateways": "Gateway",
     "gw": "Gateway",
+    "telemetry": "Telemetry",
+    "telemetries": "Telemetry",
+    "meshconfig": "MeshConfig",
+    "meshconfigs": "MeshConfig",
+    "mesh-config": "MeshConfig",
 }
 
 

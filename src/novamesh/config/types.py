@@ -16,6 +16,8 @@ from .base import Destination, Duration, Percent, PortSelector, Spec, StringMatc
 from .types_traffic import TrafficPolicy
 from .types_sidecar import SidecarSpec, TCPRoute, TLSRoute
 from .types_gateway import GatewaySpec
+from .types_telemetry import TelemetrySpec
+from .types_mesh import MESH_CONFIG_GROUP, MeshConfigSpec
 from .types_http import CorsPolicy, Headers, HTTPDirectResponse, HTTPFaultInjection, HTTPMirrorPolicy, HTTPRedirect, HTTPRetry, HTTPRewrite
 
 __all__ = [
@@ -156,10 +158,14 @@ SPEC_TYPES: dict[str, type[Spec]] = {
     "WorkloadEntry": WorkloadEntrySpec,
     "Sidecar": SidecarSpec,
     "Gateway": GatewaySpec,
+    "MeshConfig": MeshConfigSpec,  # novamesh.io/v1alpha1; see types_mesh.py
+    "Telemetry": TelemetrySpec,  # telemetry.istio.io; see types_telemetry.py
 }
 """Kinds accepted today, mapped to their spec model."""
 
 API_GROUPS: dict[str, tuple[str, ...]] = {
     "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
+    "telemetry.istio.io": ("v1", "v1alpha1"),  # Telemetry only
+    MESH_CONFIG_GROUP: ("v1alpha1",),  # MeshConfig only (checked in _semantic_mesh.py)
 }
 """API groups and versions accepted (``apiVersion: <group>/<version>``)."""

@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from ..errors import Violation
 from ._semantic_gateway import gateway_violations
 from ._semantic_sidecar import sidecar_conflicts
+from ._semantic_mesh import mesh_config_violations
 from .names import resolve_host
 from .resource import Resource, ResourceKey
 from .types import DestinationRuleSpec, Subset, VirtualServiceSpec
@@ -79,6 +80,7 @@ def validate_state(
     violations += _conflicting_rules(state, changed, rules)
     violations += sidecar_conflicts(state, changed)
     violations += gateway_violations(state, changed, domain_suffix)
+    violations += mesh_config_violations(state, changed)  # one MeshConfig, istio-system/default
     return violations
 
 

@@ -323,7 +323,9 @@ async def restore_mesh(
     backup = await asyncio.to_thread(verify_backup, doc, passphrase=passphrase, file=file)
     meta = backup.metadata
     label = f"backup of revision {meta['revision']} from {meta['source']} ({meta['created']})"
-    result = mesh.replace_all(backup.manifests, author=author, message=message or f"restore {label}", dry_run=dry_run, source=file)
+    from .guard import guarded  # Envoy validation of the restored config runs in a worker thread
+
+    result = await guarded(mesh, lambda: mesh.replace_all(backup.manifests, author=author, message=message or f"restore {label}", dry_run=dry_run, source=file))
     warnings = []
     for name in ("trust_domain", "domain_suffix"):
         theirs, ours = meta.get(name), getattr(mesh.settings, name)

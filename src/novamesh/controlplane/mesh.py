@@ -19,6 +19,7 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..config.loader import dump_manifest, parse_documents, parse_manifest
 from ..config.names import canonical_kind
 from ..config.resource import Resource, ResourceKey, Source
+from ..config.types_telemetry import mesh_telemetry_from_settings
 from ..config.validate import check_duplicates, validate_state
 from ..errors import ConfigError, NotFoundError, Violation
 from ..model.snapshot import MeshSnapshot, build_snapshot
@@ -27,6 +28,7 @@ from ..settings import Settings
 from ..store.base import ConfigStore, Revision
 from ..translate import TranslateOptions
 from ..xds import Debouncer, TranslationCache, XdsServer
+from .guard import ApplyGuard, analyze_documents, guard_candidate
 from .leader import Leadership, SoleLeader
 
 __all__ = ["Mesh", "ApplyResult"]
@@ -40,9 +42,18 @@ class ApplyResult:
     changes: list[dict[str, str]]
     dry_run: bool = False
     diff: str = ""
+    guard: dict[str, Any] | None = None
+    """Dry runs: the guarded-apply check (controlplane/guard.py GuardReport.to_dict)."""
+    analysis: list[dict[str, object]] | None = None
+    """Dry runs of apply: the analyzers' messages for live config + the applied documents."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"revision": self.revision, "changes": self.changes, "dry_run": self.dry_run, "diff": self.diff}
+        d: dict[str, Any] = {"revision": self.revision, "changes": self.changes, "dry_run": self.dry_run, "diff": self.diff}
+        if self.guard is not None:
+            d["guard"] = self.guard
+        if self.analysis is not None:
+            d["analysis"] = self.analysis
+        return d
 
 
 def _key_label(key: ResourceKey) -> str:
@@ -81,6 +92,8 @@ class Mesh:
         )
         self.cache = TranslationCache(TranslateOptions(connect_timeout=settings.connect_timeout))
         self.xds = XdsServer(self.cache, clock=clock)
+        self.guard = ApplyGuard(settings)
+        """Refuses writes Envoy would reject (controlplane/guard.py); every write calls guard_candidate."""
         self.resources: dict[ResourceKey, Resource] = {}
         self.revision = store.current_revision()
         self._load()
@@ -117,6 +130,7 @@ class Mesh:
             registry_version=self.registry.version,
             domain_suffix=self.settings.domain_suffix,
             departed=self.registry.departed_services(),
+            mesh_telemetry=mesh_telemetry_from_settings(self.settings),
         )
 
     def push(self) -> None:
@@ -160,6 +174,7 @@ class Mesh:
         violations = validate_state(state, [r.key for r in resources], self.settings.domain_suffix, previous=self.resources)
         if violations:
             raise ConfigError(violations)
+        guard = guard_candidate(self, state, [r.key for r in resources], dry_run=dry_run)
         changes = []
         for r in resources:
             old = self.store.get(r.key)
@@ -171,7 +186,8 @@ class Mesh:
             f"revision {self.revision}", "applied",
         )
         if dry_run:
-            return ApplyResult(self.revision, changes, dry_run=True, diff=diff)
+            return ApplyResult(self.revision, changes, dry_run=True, diff=diff, guard=guard.to_dict(),
+                               analysis=analyze_documents(self, documents, namespace))
         rev = self.store.commit(
             [(r.key, r.manifest) for r in resources], [], author=author or _default_author(), message=message or "apply"
         )
@@ -196,6 +212,7 @@ class Mesh:
         violations = validate_state(state, present, self.settings.domain_suffix, previous=self.resources)
         if violations:
             raise ConfigError(violations, summary="delete refused")
+        guard_candidate(self, state, present)
         rev = self.store.commit([], present, author=author or _default_author(), message=message or "delete")
         self.revision = max(self.revision, rev.number)
         for k in present:
@@ -264,6 +281,7 @@ class Mesh:
                 summary=f"rollback to revision {target} refused: that config no longer validates "
                 "(fix the listed resources in a new apply instead)",
             )
+        guard = guard_candidate(self, state, changed, dry_run=dry_run)
         current = {k: r.manifest for k, r in self.resources.items()}
         diff = unified_diff(current, manifests, f"revision {self.revision}", f"revision {target}")
         changes = [
@@ -272,7 +290,7 @@ class Mesh:
             for k in sorted(changed)
         ]
         if dry_run or not changed:
-            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff)
+            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff, guard=guard.to_dict() if dry_run else None)
         rev = self.store.commit(
             [(k, state[k].manifest) for k in sorted(changed) if k in state],
             [k for k in sorted(changed) if k not in state],
@@ -304,6 +322,7 @@ class Mesh:
             violations = validate_state(state, set(state) | set(self.resources), self.settings.domain_suffix, previous=self.resources)
         if violations:
             raise ConfigError(violations, summary="restore refused: the backup's config does not validate here")
+        guard = guard_candidate(self, state, set(state) | set(self.resources), dry_run=dry_run)
         current = {k: r.manifest for k, r in self.resources.items()}
         target = {k: r.manifest for k, r in state.items()}
         actions = {k: "deleted" if k not in target else "created" if k not in current
@@ -312,7 +331,7 @@ class Mesh:
         diff = unified_diff(current, target, f"revision {self.revision}", "restored")
         changed = sorted(k for k, a in actions.items() if a != "unchanged")
         if dry_run or not changed:
-            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff)
+            return ApplyResult(self.revision, changes, dry_run=dry_run, diff=diff, guard=guard.to_dict() if dry_run else None)
         rev = self.store.commit(
             [(k, target[k]) for k in changed if k in target], [k for k in changed if k not in target],
             author=author or _default_author(), message=message or "restore",
@@ -329,7 +348,7 @@ def resolve_kind(kind: str) -> str:
     if canon is None:
         raise NotFoundError(
             f"unknown kind {kind!r}; known kinds: VirtualService (vs), DestinationRule (dr), "
-            "ServiceEntry (se), WorkloadEntry (we)"
+            "ServiceEntry (se), WorkloadEntry (we), Sidecar, Gateway (gw), MeshConfig (mesh-config)"
         )
     return canon
 

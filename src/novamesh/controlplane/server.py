@@ -17,8 +17,10 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..errors import NovameshError
 from ..settings import Settings
 from .ha import ReapGuard, make_election, max_age_options, open_store, start_ha_tasks
+from .autorollback import AutoRollback
 from .backup_schedule import start_scheduled_backups
 from .mesh import Mesh
+from ..security.service import SecurityServer, bind_xds_ports
 
 __all__ = ["ControlPlane", "run_control_plane"]
 
@@ -35,6 +37,8 @@ class ControlPlane:
         data.mkdir(parents=True, exist_ok=True)
         self.store = open_store(settings, clock)
         self.mesh = Mesh(settings, self.store, clock=clock)
+        self.autorollback = AutoRollback(self.mesh, clock)  # acts only with auto_rollback_on_nack
+        self.autorollback.attach()
         self.election = make_election(settings, self.store, clock)
         if self.election is not None:
             self.mesh.leader = self.election
@@ -68,9 +72,8 @@ class ControlPlane:
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.mesh.xds, grpc_server)
-        bound = grpc_server.add_insecure_port(f"{s.bind_host}:{s.xds_port}")
-        if not bound:
-            raise NovameshError(f"cannot listen for xDS on {s.bind_host}:{s.xds_port} (port in use?); pass --xds-port")
+        security = SecurityServer(s, self.store, self.clock)  # CA + CSR service (15012, TLS)
+        bind_xds_ports(grpc_server, s, security)  # plaintext xds_port and/or mTLS xds_tls_port
         api = uvicorn.Server(
             uvicorn.Config(create_app(self.mesh), host=s.bind_host, port=s.http_port, log_level="warning", lifespan="off", access_log=False)
         )
@@ -78,10 +81,13 @@ class ControlPlane:
         api.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         await grpc_server.start()
         try:
+            await security.start()
             async with asyncio.TaskGroup() as tg:
+                ca_reload = tg.create_task(security.run(), name="ca-reload")
                 api_task = tg.create_task(api.serve(), name="rest-api")
                 debounce = tg.create_task(self.mesh.debouncer.run(self.mesh.push), name="debounce")
                 reaper = tg.create_task(self._reap_leases(), name="lease-reaper")
+                rollbacks = tg.create_task(self.autorollback.run(), name="auto-rollback")
                 ha = start_ha_tasks(tg, self.store, self.mesh, self.election)
                 backups = start_scheduled_backups(tg, self.mesh, self.clock)  # None unless backup_interval > 0
                 while not api.started and not api_task.done():
@@ -93,6 +99,8 @@ class ControlPlane:
                 await self._stop.wait()
                 api.should_exit = True
                 reaper.cancel()
+                ca_reload.cancel()
+                rollbacks.cancel()
                 debounce.cancel()
                 for task in ha:
                     task.cancel()
@@ -101,6 +109,7 @@ class ControlPlane:
                 if self.election is not None:
                     self.election.resign()
         finally:
+            await security.stop()
             await grpc_server.stop(grace=1.0)
             self.store.close()
 

@@ -54,6 +54,11 @@ class Proxy:
     ports: tuple[ProxyPort, ...] = ()
     admin_port: int = 15000
     outbound_port: int = 15001
+    telemetry_port: int = 0
+    """Port of the agent's access-log (metrics) server on ``address``; 0: no workload metrics."""
+    access_log_path: str = ""
+    """File the sidecar writes access logs to when a Telemetry turns them on (local mode:
+    ``<data_dir>/workloads/<dir>/access.log``); empty means Envoy's stdout."""
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -74,6 +79,8 @@ class Proxy:
             "ports": [p.to_dict() for p in self.ports],
             "admin_port": self.admin_port,
             "outbound_port": self.outbound_port,
+            **({"telemetry_port": self.telemetry_port} if self.telemetry_port else {}),
+            **({"access_log_path": self.access_log_path} if self.access_log_path else {}),
         }
 
     @classmethod
@@ -93,6 +100,8 @@ class Proxy:
             ports=tuple(ProxyPort.from_dict(p) for p in md.get("ports") or []),
             admin_port=int(md.get("admin_port") or 15000),
             outbound_port=int(md.get("outbound_port") or 15001),
+            telemetry_port=int(md.get("telemetry_port") or 0),
+            access_log_path=str(md.get("access_log_path") or ""),
         )
 
     def node_id(self, domain_suffix: str = "cluster.local") -> str:

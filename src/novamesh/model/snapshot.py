@@ -17,6 +17,8 @@ from types import MappingProxyType
 from ..config.names import MESH_GATEWAY, resolve_gateway, resolve_host, service_fqdn
 from ..config.resource import Resource, ResourceKey
 from ..config.types import DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec
+from ..config.types_mesh import MESH_CONFIG_KIND, MESH_CONFIG_NAME, ROOT_NAMESPACE
+from ..config.types_telemetry import MeshTelemetry
 from ..registry.registry import Workload, WorkloadPort
 
 __all__ = ["ServicePort", "Endpoint", "Service", "MeshSnapshot", "build_snapshot", "HTTP_PROTOCOLS"]
@@ -109,6 +111,12 @@ class MeshSnapshot:
     """Sidecar resources, sorted by key (translate/scoping.py picks the one for a proxy)."""
     gateways: tuple[Resource, ...] = ()
     _vs_by_gateway: Mapping[str, tuple[Resource, ...]] = field(default_factory=dict, repr=False)
+    telemetries: tuple[Resource, ...] = ()
+    """Telemetry resources, sorted by key (translate/telemetry.py resolves them per proxy)."""
+    mesh_telemetry: MeshTelemetry = field(default_factory=MeshTelemetry)
+    """Tracing and access-log providers and defaults (from settings)."""
+    mesh_config: Resource | None = None
+    """The MeshConfig ``istio-system/default`` (mesh-wide defaults), if any; translate/mesh_defaults.py reads it."""
 
     def gateways_selecting(self, labels: Mapping[str, str]) -> tuple[Resource, ...]:
         """Gateways whose selector picks a gateway workload with ``labels`` (Istio: in every
@@ -264,6 +272,7 @@ def build_snapshot(
     registry_version: int,
     domain_suffix: str = "cluster.local",
     departed: Iterable[tuple[str, str, tuple[WorkloadPort, ...]]] = (),
+    mesh_telemetry: MeshTelemetry | None = None,
 ) -> MeshSnapshot:
     """Pure: build the indexed snapshot from a config set and the registry's workloads."""
     by_kind: dict[str, list[Resource]] = {}
@@ -309,4 +318,7 @@ def build_snapshot(
         _dr_by_host=MappingProxyType(dr_by_host),
         gateways=tuple(by_kind.get("Gateway", [])),
         _vs_by_gateway=MappingProxyType({k: tuple(v) for k, v in vs_by_gateway.items()}),
+        telemetries=tuple(by_kind.get("Telemetry", [])),
+        mesh_telemetry=mesh_telemetry or MeshTelemetry(),
+        mesh_config=resources.get((MESH_CONFIG_KIND, ROOT_NAMESPACE, MESH_CONFIG_NAME)),
     )

@@ -91,6 +91,15 @@ class ConfigStore(Protocol):
 
     def load_workloads(self) -> builtins.list[tuple[dict[str, Any], float]]: ...
 
+    # Secrets (CA material, hashed join tokens; not config: no revisions, never in backups' YAML).
+    def get_secret(self, name: str) -> bytes | None:
+        """The secret stored under ``name``, or None."""
+        ...
+
+    def put_secret(self, name: str, value: bytes | None) -> None:
+        """Store ``value`` under ``name``; ``None`` deletes it."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_rev ON changes (rev);
 CREATE TABLE IF NOT EXISTS workloads (
     id TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 
@@ -173,6 +174,16 @@ class SqliteStore:
 
     def load_workloads(self) -> builtins.list[tuple[dict[str, Any], float]]:
         return [(json.loads(d), float(e)) for d, e in self._q("SELECT data, expires_at FROM workloads")]
+
+    def get_secret(self, name: str) -> bytes | None:
+        rows = self._q("SELECT value FROM secrets WHERE name=?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def put_secret(self, name: str, value: bytes | None) -> None:
+        if value is None:
+            self._q("DELETE FROM secrets WHERE name=?", (name,))
+        else:
+            self._q("INSERT OR REPLACE INTO secrets VALUES (?, ?)", (name, value))
 
     def close(self) -> None:
         with self._lock:

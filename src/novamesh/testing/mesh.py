@@ -125,6 +125,7 @@ class LocalMesh:
             {
                 "NOVAMESH_CONTROL_PLANE_URL": self.url,
                 "NOVAMESH_XDS_PORT": str(self.xds_port),
+                "NOVAMESH_CSR_PORT": str(free_port()),
                 "NOVAMESH_HTTP_PORT": str(self.http_port),
                 "NOVAMESH_DATA_DIR": str(self.root / "data"),
                 "NOVAMESH_ADDRESS_POOL": pool,

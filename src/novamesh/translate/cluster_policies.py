@@ -60,6 +60,9 @@ class EffectivePolicy:
     tls: ClientTLSSettings | None = None
 
 
+_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls")  # EffectivePolicy's, in order
+
+
 def _at_port(policy: TrafficPolicy | None, port: int) -> tuple[EffectivePolicy | None, bool]:
     """The level's settings for ``port`` and whether a port-level entry supplied them."""
     if policy is None:
@@ -91,9 +94,15 @@ def effective_policy(dr: Resource | None, subset: str | None, port: int) -> Effe
     return EffectivePolicy(pick("load_balancer"), pick("connection_pool"), pick("outlier_detection"), pick("tls"))
 
 
-def apply_traffic_policy(cluster: dict[str, Any], dr: Resource | None, subset: str | None, port: ServicePort) -> dict[str, Any]:
-    """``cluster`` with the DestinationRule's settings for it applied (changed in place)."""
+def apply_traffic_policy(
+    cluster: dict[str, Any], dr: Resource | None, subset: str | None, port: ServicePort, mesh_default: EffectivePolicy | None = None
+) -> dict[str, Any]:
+    """``cluster`` with the DestinationRule's settings for it applied (changed in place).
+    ``mesh_default`` (the MeshConfig's, see mesh_defaults.py) fills each field no level of the rule sets."""
     policy = effective_policy(dr, subset, port.number)
+    if mesh_default is not None:
+        policy = mesh_default if policy is None else EffectivePolicy(
+            *(getattr(policy, f) if getattr(policy, f) is not None else getattr(mesh_default, f) for f in _FIELDS))
     if policy is None:
         return cluster
     if policy.load_balancer is not None:

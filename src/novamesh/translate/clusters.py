@@ -10,6 +10,7 @@ from ..model.snapshot import MeshSnapshot, Service, ServicePort
 from .cluster_policies import apply_traffic_policy
 from .common import T, duration, socket_address, typed
 from .endpoints import load_assignment
+from .mesh_defaults import traffic_default
 
 __all__ = ["outbound_clusters", "inbound_clusters", "TranslateOptions"]
 
@@ -58,6 +59,7 @@ def _cluster(name: str, service: Service, port: ServicePort, subset: dict[str, s
 def outbound_clusters(snapshot: MeshSnapshot, opts: TranslateOptions) -> dict[str, dict[str, Any]]:
     """Every service port, plus one cluster per DestinationRule subset."""
     out: dict[str, dict[str, Any]] = {}
+    mesh_default = traffic_default(snapshot)  # MeshConfig defaultTrafficPolicy: below every DestinationRule
     for svc in snapshot.services.values():
         if svc.resolution != "EDS" and not svc.endpoints:
             continue  # wildcard DNS entries have nothing to resolve
@@ -65,10 +67,10 @@ def outbound_clusters(snapshot: MeshSnapshot, opts: TranslateOptions) -> dict[st
         subsets = [(s.name, dict(s.labels)) for s in getattr(dr.spec, "subsets", [])] if dr else []
         for port in svc.ports:
             name = outbound_cluster(port.number, "", svc.hostname)
-            out[name] = apply_traffic_policy(_cluster(name, svc, port, None, opts), dr, None, port)
+            out[name] = apply_traffic_policy(_cluster(name, svc, port, None, opts), dr, None, port, mesh_default)
             for sname, labels in subsets:
                 sub = outbound_cluster(port.number, sname, svc.hostname)
-                out[sub] = apply_traffic_policy(_cluster(sub, svc, port, labels, opts), dr, sname, port)
+                out[sub] = apply_traffic_policy(_cluster(sub, svc, port, labels, opts), dr, sname, port, mesh_default)
     return out
 
 

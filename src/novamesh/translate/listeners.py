@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config.names import inbound_cluster
 from ..model.proxy import Proxy, ProxyPort
+from ..observe.envoy_config import add_http_telemetry, tcp_proxy_telemetry
 from .common import ROUTER_FILTER, T, socket_address, typed
 from .http_policies import POLICY_FILTERS
 from .routes import OUTBOUND_ROUTE
@@ -48,7 +49,7 @@ def outbound_listener(proxy: Proxy) -> dict[str, Any]:
         "address": socket_address(proxy.address, proxy.outbound_port),
         "traffic_direction": "OUTBOUND",
         "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": _hcm("outbound_http", route, inbound=False)}]}
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": add_http_telemetry(_hcm("outbound_http", route, inbound=False), proxy, inbound=False)}]}
         ],
     }
 
@@ -61,7 +62,7 @@ def inbound_listener(proxy: Proxy, port: ProxyPort) -> dict[str, Any]:
         filters = [
             {
                 "name": "envoy.filters.network.tcp_proxy",
-                "typed_config": typed(T.TCP_PROXY, stat_prefix=cluster, cluster=cluster),
+                "typed_config": typed(T.TCP_PROXY, stat_prefix=cluster, cluster=cluster, **tcp_proxy_telemetry(proxy, inbound=True)),
             }
         ]
     else:
@@ -83,7 +84,7 @@ def inbound_listener(proxy: Proxy, port: ProxyPort) -> dict[str, Any]:
         filters = [
             {
                 "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": _hcm(f"inbound_{port.number}", route, inbound=True),
+                "typed_config": add_http_telemetry(_hcm(f"inbound_{port.number}", route, inbound=True), proxy, inbound=True),
             }
         ]
     return {

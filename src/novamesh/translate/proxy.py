@@ -21,6 +21,7 @@ from .listeners import OUTBOUND_LISTENER, listeners_for
 from .routes import outbound_route_config
 from .scoping import outbound_policy, scoped_snapshot, sidecar_ref
 from .tcp import add_l4, bind_to_proxy
+from .telemetry import TelemetryPlan, apply_telemetry, plan_of, resolve_plan, with_plan
 
 __all__ = ["ClassKey", "class_key", "translate_class", "translate_proxy", "Resources", "consistency_errors"]
 
@@ -37,11 +38,14 @@ class ClassKey:
     to find the Sidecar resource when ``sidecar`` is None."""
     sidecar: str | None = None
     """Sidecars: ``<ns>/<name>`` of the Sidecar resource that applies ("" = none)."""
+    telemetry: TelemetryPlan | None = None
+    """Sidecars: what the Telemetry resources say for them (None: resolve from ``labels``)."""
 
 
 def class_key(proxy: Proxy, snapshot: MeshSnapshot | None = None) -> ClassKey:
     if proxy.kind != GATEWAY_KIND and snapshot is not None:  # proxies of one Sidecar share a class
-        return ClassKey(proxy.kind, proxy.namespace, sidecar=sidecar_ref(snapshot, proxy.namespace, proxy.label_dict))
+        return ClassKey(proxy.kind, proxy.namespace, sidecar=sidecar_ref(snapshot, proxy.namespace, proxy.label_dict),
+                        telemetry=resolve_plan(snapshot, proxy.namespace, proxy.label_dict))
     return ClassKey(proxy.kind, proxy.namespace, proxy.labels)
 
 
@@ -69,7 +73,8 @@ def translate_class(snapshot: MeshSnapshot, key: ClassKey, opts: TranslateOption
         T.ROUTE: {route["name"]: route},
     }
     add_l4(out, snapshot, key.namespace, outbound_policy(full, ref), opts.connect_timeout)
-    return out
+    plan = key.telemetry if key.telemetry is not None else resolve_plan(full, key.namespace, dict(key.labels))
+    return with_plan(out, plan)  # tracing and access logs: applied per proxy by translate_proxy
 
 
 def translate_proxy(class_resources: Resources, proxy: Proxy, opts: TranslateOptions) -> Resources:
@@ -80,6 +85,9 @@ def translate_proxy(class_resources: Resources, proxy: Proxy, opts: TranslateOpt
     clusters.update(inbound_clusters(proxy, opts))
     listeners = listeners_for(proxy)
     bind_to_proxy(class_resources, clusters, listeners, proxy, OUTBOUND_LISTENER)  # TCP/TLS/CONNECT
+    plan = plan_of(class_resources)
+    if plan is not None:
+        apply_telemetry(plan, proxy, clusters, listeners)
     return {
         T.CLUSTER: dict(sorted(clusters.items())),
         T.ENDPOINT: class_resources[T.ENDPOINT],

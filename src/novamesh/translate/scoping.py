@@ -11,7 +11,7 @@ wildcard ``*.example.com``, or a host — short names resolve in the namespace b
 An egress entry with ``port`` admits only that port of the hosts it names.
 
 The outbound traffic policy of a proxy is its Sidecar's ``outboundTrafficPolicy``; without one,
-the root namespace's selector-less Sidecar's (novamesh's stand-in for Istio's MeshConfig);
+the root namespace's selector-less Sidecar's; without that, the MeshConfig's (types_mesh.py);
 without that, REGISTRY_ONLY — see docs/architecture.md for why the default differs from Istio.
 """
 
@@ -23,6 +23,7 @@ from types import MappingProxyType
 
 from ..config.names import resolve_host
 from ..config.resource import Resource
+from ..config.types_mesh import MeshConfigSpec
 from ..config.types_sidecar import SidecarSpec
 from ..model.snapshot import MeshSnapshot, Service
 
@@ -77,6 +78,9 @@ def outbound_policy(snapshot: MeshSnapshot, ref: str) -> tuple[str, str]:
             policy = _spec(sc).outbound_traffic_policy
             assert policy is not None
             return policy.mode, f"Sidecar {sc.namespace}/{sc.name}"
+    mesh = snapshot.mesh_config  # the mesh-wide fallback after every Sidecar (types_mesh.py)
+    if mesh is not None and isinstance(mesh.spec, MeshConfigSpec) and mesh.spec.outbound_traffic_policy is not None:
+        return mesh.spec.outbound_traffic_policy.mode, f"MeshConfig {mesh.namespace}/{mesh.name}"
     return "REGISTRY_ONLY", "the novamesh default"
 
 

@@ -17,7 +17,7 @@ from google.protobuf import any_pb2
 from ..model.proxy import Proxy
 from ..model.snapshot import MeshSnapshot
 from ..translate import ClassKey, Resources, TranslateOptions, class_key, consistency_errors, translate_class, translate_proxy
-from ..translate.protos import to_any
+from ..translate.protos import MESSAGE_TYPES, to_any
 
 __all__ = ["Packed", "ProxyView", "TranslationCache"]
 
@@ -76,7 +76,8 @@ class TranslationCache:
             assert self._snapshot is not None
             raw = translate_class(self._snapshot, key, self._opts)
             self.translations += 1
-            entry = _ClassEntry(raw, {t: _pack(t, r) for t, r in raw.items()})
+            # Only xDS types are packed (a class translation may carry e.g. its telemetry plan).
+            entry = _ClassEntry(raw, {t: _pack(t, r) for t, r in raw.items() if t in MESSAGE_TYPES})
             self._classes[key] = entry
         return entry
 

@@ -7,13 +7,17 @@ from collections.abc import Iterator, Sequence
 from ..context import Context
 from ..messages import Message
 from ..registry import analyzer
+from ...config.types_mesh import MeshConfigSpec
 from ._common import dr_spec, vs_spec
 
 
 @analyzer("NM0001", "standards.RouteTimeoutAnalyzer",
-          "Every HTTP route that forwards to destinations sets `timeout` (novamesh has no mesh-wide "
-          "default route timeout: without one a request waits for a slow upstream forever).")
+          "Every HTTP route that forwards to destinations sets `timeout`, unless the MeshConfig sets "
+          "`defaultHttpTimeout` (without either, a request waits for a slow upstream forever).")
 def route_timeouts(ctx: Context) -> Iterator[Message]:
+    mesh = ctx.snapshot.mesh_config
+    if mesh is not None and isinstance(mesh.spec, MeshConfigSpec) and mesh.spec.timeout_seconds() > 0:
+        return  # every route without its own timeout gets the mesh-wide one
     for vs in ctx.of_kind("VirtualService"):
         spec = vs_spec(vs)
         if spec is None:
@@ -23,13 +27,17 @@ def route_timeouts(ctx: Context) -> Iterator[Message]:
                 yield ctx.message("NM0001", vs, f"HTTP route #{i} has no timeout; requests wait for the upstream "
                                   "without limit", path=f"spec.http[{i}]",
                                   hint="add `timeout:` to the route, e.g. `timeout: 5s` (a little above the "
-                                  "upstream's p99 latency)")
+                                  "upstream's p99 latency), or a mesh-wide `defaultHttpTimeout` (docs/mesh-standards.md)")
 
 
 @analyzer("NM0002", "standards.OutlierDetectionAnalyzer",
           "Every DestinationRule sets outlierDetection (at the top level or in every subset), so failing "
-          "endpoints are ejected.")
+          "endpoints are ejected; quiet when the MeshConfig's defaultTrafficPolicy sets it for every service.")
 def outlier_detection(ctx: Context) -> Iterator[Message]:
+    mesh = ctx.snapshot.mesh_config
+    if (mesh is not None and isinstance(mesh.spec, MeshConfigSpec) and mesh.spec.default_traffic_policy is not None
+            and mesh.spec.default_traffic_policy.outlier_detection is not None):
+        return  # a rule without its own outlierDetection gets the mesh-wide one
     for dr in ctx.of_kind("DestinationRule"):
         spec = dr_spec(dr)
         if spec is None:

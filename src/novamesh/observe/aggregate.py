@@ -1,0 +1,217 @@
+"""Envoy access-log entries → Istio metric labels (pure functions, no I/O).
+
+Which side reports follows the entry's ``log_name`` (:data:`~.envoy_config.LOG_OUTBOUND`: this
+sidecar is the *source* reporter; :data:`~.envoy_config.LOG_INBOUND`: the *destination*). The
+reporting sidecar fills its own side from :class:`LocalIdentity`; the other side comes from the
+peer metadata (``novamesh.source`` / ``novamesh.peer``) and the upstream cluster name
+(``outbound|<port>|<subset>|<fqdn>``). What is not known is ``"unknown"``, as in Istio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.data.accesslog.v3 import accesslog_pb2
+
+from .envoy_config import LOG_INBOUND, METADATA_NAMESPACE
+from .workload_metrics import WorkloadMetrics
+
+__all__ = ["LocalIdentity", "Peer", "response_flags", "http_labels", "tcp_labels", "record_http", "record_tcp", "UNKNOWN"]
+
+UNKNOWN = "unknown"
+
+# Envoy's short response-flag codes, in the order Envoy prints them.
+_FLAG_CODES = (
+    ("failed_local_healthcheck", "LH"),
+    ("no_healthy_upstream", "UH"),
+    ("upstream_request_timeout", "UT"),
+    ("local_reset", "LR"),
+    ("upstream_remote_reset", "UR"),
+    ("upstream_connection_failure", "UF"),
+    ("upstream_connection_termination", "UC"),
+    ("upstream_overflow", "UO"),
+    ("no_route_found", "NR"),
+    ("delay_injected", "DI"),
+    ("fault_injected", "FI"),
+    ("rate_limited", "RL"),
+    ("rate_limit_service_error", "RLSE"),
+    ("downstream_connection_termination", "DC"),
+    ("upstream_retry_limit_exceeded", "URX"),
+    ("stream_idle_timeout", "SI"),
+    ("invalid_envoy_request_headers", "IH"),
+    ("downstream_protocol_error", "DPE"),
+    ("upstream_max_stream_duration_reached", "UMSDR"),
+    ("response_from_cache_filter", "RFCF"),
+    ("no_filter_config_found", "NFCF"),
+    ("duration_timeout", "DT"),
+    ("upstream_protocol_error", "UPE"),
+    ("no_cluster_found", "NC"),
+    ("overload_manager", "OM"),
+    ("dns_resolution_failure", "DF"),
+    ("downstream_remote_reset", "DR"),
+)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One side of a request: workload, namespace, app, version (Istio's workload labels)."""
+
+    workload: str = UNKNOWN
+    namespace: str = UNKNOWN
+    app: str = UNKNOWN
+    version: str = UNKNOWN
+
+    @classmethod
+    def parse(cls, value: str) -> Peer:
+        """From a ``workload,namespace,app,version`` header value; unknown parts stay unknown."""
+        parts = [p.strip() or UNKNOWN for p in value.split(",")] if value else []
+        parts += [UNKNOWN] * (4 - len(parts))
+        return cls(*parts[:4])
+
+
+@dataclass(frozen=True)
+class LocalIdentity:
+    """The reporting workload: who it is and the service it serves."""
+
+    peer: Peer
+    service_fqdn: str
+    domain_suffix: str = "cluster.local"
+
+    @property
+    def service_name(self) -> str:
+        return self.service_fqdn.split(".")[0]
+
+
+def response_flags(flags: accesslog_pb2.ResponseFlags) -> str:
+    """Envoy's short codes (``"UF,URX"``), or ``"-"`` without any (Istio's convention)."""
+    codes = [code for field, code in _FLAG_CODES if getattr(flags, field, False)]
+    if flags.HasField("unauthorized_details"):
+        codes.append("UAEX")
+    return ",".join(codes) or "-"
+
+
+def _metadata(common: accesslog_pb2.AccessLogCommon, key: str) -> str:
+    md = common.metadata.filter_metadata.get(METADATA_NAMESPACE)
+    if md is None or key not in md.fields:
+        return ""
+    return str(md.fields[key].string_value)
+
+
+def _qualify(host: str, namespace: str, suffix: str) -> str:
+    """A Host header as the client wrote it (``front``, ``front.ns``, ``front.ns.svc``) made a
+    FQDN the way the sidecar's route table resolves it: relative to the client's namespace."""
+    if host.startswith("[") or host.replace(".", "").isdigit():  # an IP address
+        return host
+    labels = host.split(".")
+    if len(labels) == 1:
+        return f"{host}.{namespace}.svc.{suffix}"
+    if len(labels) == 2:
+        return f"{host}.svc.{suffix}"
+    if len(labels) == 3 and labels[2] == "svc":
+        return f"{host}.{suffix}"
+    return host
+
+
+def _service_of(me: LocalIdentity, cluster: str, authority: str) -> tuple[str, str, str]:
+    """(destination_service, _name, _namespace) from the outbound cluster name, else (a local
+    reply such as a fault abort, before any cluster was picked) from the authority."""
+    parts = cluster.split("|")
+    if len(parts) == 4 and parts[0] == "outbound" and parts[3]:
+        fqdn = parts[3]
+    else:
+        host = authority
+        if authority.startswith("["):  # [v6 address]:port
+            host = authority.split("]", 1)[0] + "]"
+        elif authority.count(":") == 1:
+            host = authority.rsplit(":", 1)[0]
+        if not host:
+            return UNKNOWN, UNKNOWN, UNKNOWN
+        fqdn = _qualify(host, me.peer.namespace, me.domain_suffix)
+    labels = fqdn.split(".")
+    svc_ns = labels[1] if len(labels) > 2 and fqdn.endswith(f".svc.{me.domain_suffix}") else UNKNOWN
+    return fqdn, labels[0], svc_ns
+
+
+def _sides(
+    me: LocalIdentity, inbound: bool, common: accesslog_pb2.AccessLogCommon, authority: str, protocol: str
+) -> dict[str, str]:
+    if inbound:
+        src, dst = Peer.parse(_metadata(common, "source")), me.peer
+        svc = (me.service_fqdn, me.service_name, me.peer.namespace)
+    else:
+        src, dst = me.peer, Peer.parse(_metadata(common, "peer"))
+        svc = _service_of(me, common.upstream_cluster, authority)
+    return {
+        "reporter": "destination" if inbound else "source",
+        "source_workload": src.workload,
+        "source_workload_namespace": src.namespace,
+        "source_principal": UNKNOWN,  # identities arrive with mTLS
+        "source_app": src.app,
+        "source_version": src.version,
+        "destination_workload": dst.workload,
+        "destination_workload_namespace": dst.namespace,
+        "destination_principal": UNKNOWN,
+        "destination_app": dst.app,
+        "destination_version": dst.version,
+        "destination_service": svc[0],
+        "destination_service_name": svc[1],
+        "destination_service_namespace": svc[2],
+        "request_protocol": protocol,
+        "response_flags": response_flags(common.response_flags),
+        # Istio: the destination knows whether the connection was mTLS; the source reports unknown.
+        "connection_security_policy": "none" if inbound else UNKNOWN,
+    }
+
+
+def _header(headers: Any, name: str) -> str:
+    return str(headers.get(name, "")) if headers is not None else ""
+
+
+def http_labels(me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> dict[str, str]:
+    """Every label of :data:`~.workload_metrics.HTTP_LABELS` for one HTTP access-log entry."""
+    req, resp = entry.request, entry.response
+    grpc = _header(req.request_headers, "content-type").startswith("application/grpc")
+    labels = _sides(me, log_name == LOG_INBOUND, entry.common_properties, req.authority, "grpc" if grpc else "http")
+    code = resp.response_code.value if resp.HasField("response_code") else 0
+    labels["response_code"] = str(code)
+    status = _header(resp.response_trailers, "grpc-status") or _header(resp.response_headers, "grpc-status")
+    labels["grpc_response_status"] = status
+    return labels
+
+
+def _ms(d: Any) -> float:
+    return float(d.seconds) * 1000.0 + float(d.nanos) / 1e6
+
+
+def record_http(metrics: WorkloadMetrics, me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
+    """Count one HTTP entry into ``metrics``."""
+    common = entry.common_properties
+    if common.intermediate_log_entry:
+        return
+    if common.HasField("duration"):
+        ms = _ms(common.duration)
+    else:
+        ms = _ms(common.time_to_last_downstream_tx_byte)
+    metrics.record_request(
+        http_labels(me, log_name, entry), ms, int(entry.request.request_body_bytes), int(entry.response.response_body_bytes)
+    )
+
+
+def tcp_labels(me: LocalIdentity, log_name: str, entry: accesslog_pb2.TCPAccessLogEntry) -> dict[str, str]:
+    """Every label of :data:`~.workload_metrics.TCP_LABELS` for one TCP access-log entry."""
+    return _sides(me, log_name == LOG_INBOUND, entry.common_properties, "", "tcp")
+
+
+def record_tcp(metrics: WorkloadMetrics, me: LocalIdentity, log_name: str, entry: accesslog_pb2.TCPAccessLogEntry) -> None:
+    """Count one closed TCP connection (bytes both ways) into ``metrics``."""
+    if entry.common_properties.intermediate_log_entry:
+        return
+    conn = entry.connection_properties
+    metrics.record_tcp(
+        tcp_labels(me, log_name, entry),
+        sent=int(conn.sent_bytes),
+        received=int(conn.received_bytes),
+        opened=1,
+        closed=1,
+    )

@@ -1,0 +1,255 @@
+"""Workload and control-plane metrics through real Envoy, scraped by a real Prometheus.
+
+One mesh per module: ``client`` (a sidecar with no app) → ``front`` (echo, calls ``back``) →
+``back`` (echo). A VirtualService aborts requests to ``front`` carrying ``x-fault: abort`` with
+503 at the client's sidecar (response flag FI). Traffic is sent in two phases with the same
+success ratio (4:1 ok:500), the first before Prometheus starts, so every series exists from
+Prometheus' first scrape and Flagger's rate-ratio query is exactly that ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from novamesh.testing.mesh import LocalMesh, WorkloadProcess, free_port, poll
+
+pytestmark = pytest.mark.e2e
+
+FRONT = "front.default.svc.cluster.local"
+BACK = "back.default.svc.cluster.local"
+
+FAULT_VS = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front]
+  http:
+  - match: [{headers: {x-fault: {exact: abort}}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: front}}]
+  - route: [{destination: {host: front}}]
+"""
+
+SUCCESS_RATE = (
+    'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="default",'
+    'destination_workload=~"front-v1",response_code!~"5.*"}[1m])) / '
+    'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="default",'
+    'destination_workload=~"front-v1"}[1m]))'
+)
+DURATION_P99 = (
+    'histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{reporter="destination",'
+    'destination_workload=~"front-v1"}[1m])) by (le))'
+)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    m = LocalMesh(tmp_path_factory.mktemp("mesh"))
+    try:
+        m.start_control_plane()
+        m.echo("back")
+        m.run("front", ports=[9080], command=[sys.executable, "-m", "novamesh.testing.echo", "--call", "http://back:9080/"])
+        m.client("client")
+        m.apply(FAULT_VS)
+        m.wait_synced()
+        yield m
+    finally:
+        m.close()
+
+
+def _wl(mesh: LocalMesh, service: str) -> WorkloadProcess:
+    return next(w for w in mesh.workloads if w.service == service)
+
+
+def _send(mesh: LocalMesh, ok: int, failed: int, aborted: int, delay: float = 0.0) -> list[httpx.Response]:
+    out = []
+    with httpx.Client(proxy=_wl(mesh, "client").proxy_url, trust_env=False, timeout=10) as c:
+        for _ in range(ok):
+            out.append(c.get("http://front:9080/ok", headers={"x-echo-delay": str(delay)}))
+        for _ in range(failed):
+            out.append(c.get("http://front:9080/fail", headers={"x-echo-status": "500"}))
+        for _ in range(aborted):
+            out.append(c.get("http://front:9080/abort", headers={"x-fault": "abort"}))
+    return out
+
+
+def _scrape(w: WorkloadProcess) -> str:
+    return httpx.get(f"http://{w.address}:15020/stats/prometheus", trust_env=False, timeout=5).text
+
+
+def _requests(text: str, **labels: str) -> float:
+    """Sum of istio_requests_total samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("istio_requests_total{"):
+            continue
+        body, value = line.rsplit(" ", 1)
+        if all(f'{k}="{v}"' in body for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+@pytest.fixture(scope="module")
+def phase1(mesh: LocalMesh) -> list[httpx.Response]:
+    """4 ok, 1 app 500, 1 fault abort; waits until every sidecar reported them."""
+    responses = _send(mesh, 4, 1, 1)
+    poll(lambda: _requests(_scrape(_wl(mesh, "back")), reporter="destination") == 5, 20, "back's metrics")
+    poll(lambda: _requests(_scrape(_wl(mesh, "client")), reporter="source") == 6, 20, "client's metrics")
+    poll(lambda: _requests(_scrape(_wl(mesh, "front")), reporter="destination") == 5, 20, "front's metrics")
+    return responses
+
+
+def test_statuses_seen_by_the_client(phase1: list[httpx.Response]) -> None:
+    assert [r.status_code for r in phase1] == [200] * 4 + [500, 503]
+    # The peer-identity headers never reach an app nor the caller.
+    body = phase1[0].json()
+    assert not [h for h in body["headers"] if h.startswith("x-novamesh")]
+    assert not [h for h in body["calls"][0]["body"]["headers"] if h.startswith("x-novamesh")]
+    assert not [h for h in phase1[0].headers if h.startswith("x-novamesh")]
+
+
+def test_each_sidecar_reports_istio_labels(mesh: LocalMesh, phase1: list[httpx.Response]) -> None:
+    client, front, back = (_scrape(_wl(mesh, s)) for s in ("client", "front", "back"))
+    src = {"reporter": "source", "source_workload": "client-v1", "source_app": "client", "source_workload_namespace": "default",
+           "destination_service": FRONT, "destination_service_name": "front", "destination_service_namespace": "default"}
+    assert _requests(client, **src, destination_workload="front-v1", destination_version="v1", response_code="200", response_flags="-") == 4
+    assert _requests(client, **src, destination_workload="front-v1", response_code="500", response_flags="-") == 1
+    # The fault abort never reached front: the client's sidecar answered 503 with flag FI.
+    assert _requests(client, **src, destination_workload="unknown", response_code="503", response_flags="FI") == 1
+    dst = {"reporter": "destination", "source_workload": "client-v1", "destination_workload": "front-v1",
+           "destination_app": "front", "destination_service": FRONT, "connection_security_policy": "none"}
+    assert _requests(front, **dst, response_code="200") == 4
+    assert _requests(front, **dst, response_code="500") == 1
+    assert _requests(front, response_code="503") == 0
+    # front's own calls: it is the source reporter towards back, back the destination reporter.
+    hop = {"source_workload": "front-v1", "destination_workload": "back-v1", "destination_service": BACK, "response_code": "200"}
+    assert _requests(front, reporter="source", **hop) == 5
+    assert _requests(back, reporter="destination", **hop) == 5
+    assert _requests(back, reporter="source") == 0
+    for metric in ("istio_request_duration_milliseconds_bucket", "istio_request_bytes_bucket", "istio_response_bytes_bucket"):
+        assert metric + "{" in front
+
+
+def test_envoy_stats_stay_available(mesh: LocalMesh) -> None:
+    text = httpx.get(f"http://{_wl(mesh, 'front').address}:15020/stats/envoy", trust_env=False, timeout=5).text
+    assert "envoy_cluster_upstream_rq" in text
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prometheus(mesh: LocalMesh, phase1: list[httpx.Response], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("Debian's prometheus is not installed (.ci/run installs it)")
+    root = Path(tmp_path_factory.mktemp("prometheus"))
+    gen = mesh.cli("prometheus-config", "--interval", "1s")
+    assert gen.returncode == 0, gen.stderr
+    (root / "prometheus.yml").write_text(gen.stdout)
+    port = free_port()
+    log = open(root / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        poll(lambda: httpx.get(f"{url}/-/ready", timeout=1, trust_env=False).status_code == 200, 60,
+             f"prometheus ready; log {root / 'prometheus.log'}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _query(url: str, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"query": expr}
+    if at is not None:
+        params["time"] = at
+    data = httpx.get(f"{url}/api/v1/query", params=params, timeout=5, trust_env=False).json()
+    assert data["status"] == "success", data
+    return list(data["data"]["result"])
+
+
+def _scalar(url: str, expr: str, at: float | None = None) -> float | None:
+    result = _query(url, expr, at)
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_prometheus_scrapes_every_target(mesh: LocalMesh, prometheus: str) -> None:
+    def all_up() -> bool:
+        up = _query(prometheus, "up")
+        return len(up) == 4 and all(r["value"][1] == "1" for r in up)
+
+    poll(all_up, 30, "Prometheus scraping the control plane and three sidecars")
+    jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
+    assert jobs == {"novamesh-control-plane", "novamesh-workloads"}
+
+
+def test_flagger_and_dashboard_queries(mesh: LocalMesh, prometheus: str) -> None:
+    # Every series of phase 1 is in Prometheus before phase 2 starts.
+    poll(lambda: _scalar(prometheus, 'sum(istio_requests_total{reporter="destination",destination_workload="front-v1"})') == 5,
+         30, "phase 1 in Prometheus")
+    _send(mesh, 16, 4, 3, delay=0.3)  # same 4:1 ratio; the ok requests take at least 300 ms
+
+    def phase2_seen() -> float | None:
+        r = _query(prometheus, 'sum(istio_requests_total{reporter="destination",destination_workload="front-v1"})')
+        return float(r[0]["value"][0]) if r and r[0]["value"][1] == "25" else None
+
+    at = poll(phase2_seen, 30, "phase 2 in Prometheus")
+    rate = _scalar(prometheus, SUCCESS_RATE, at)
+    assert rate is not None and math.isclose(rate, 0.8, rel_tol=1e-9), rate
+    p99 = _scalar(prometheus, DURATION_P99, at)
+    assert p99 is not None and p99 > 250, p99  # the 300 ms requests dominate the window
+    # Other sidecars' scrapes land at other times: wait for their totals, then check the labels.
+    fi = 'sum(istio_requests_total{reporter="source",response_flags="FI"}) by (source_workload, destination_service, response_code)'
+    poll(lambda: _scalar(prometheus, f"sum({fi})") == 4, 30, "the client's phase 2 in Prometheus")
+    assert [(r["metric"], r["value"][1]) for r in _query(prometheus, fi)] == [
+        ({"source_workload": "client-v1", "destination_service": FRONT, "response_code": "503"}, "4")
+    ]
+    by_source = f'sum(istio_requests_total{{reporter="destination",destination_service="{BACK}"}}) by (source_workload)'
+    poll(lambda: _scalar(prometheus, f"sum({by_source})") == 25, 30, "back's phase 2 in Prometheus")
+    assert [(r["metric"]["source_workload"], r["value"][1]) for r in _query(prometheus, by_source)] == [("front-v1", "25")]
+    assert _scalar(prometheus, "sum(pilot_xds)", at) == 3
+
+
+# -- control plane ----------------------------------------------------------------------------
+def _cp_metrics(mesh: LocalMesh) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{mesh.url}/metrics", timeout=5, trust_env=False).text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_control_plane_metrics_after_apply(mesh: LocalMesh) -> None:
+    before = _cp_metrics(mesh)
+    assert before["pilot_xds{version=\"\"}"] == 3
+    mesh.apply(FAULT_VS.replace("x-fault", "x-fault2"))
+    mesh.wait_synced()
+
+    def converged() -> dict[str, float] | None:
+        now = _cp_metrics(mesh)
+        return now if now["pilot_proxy_convergence_time_count"] >= before["pilot_proxy_convergence_time_count"] + 3 else None
+
+    after = poll(converged, 20, "a convergence sample per proxy")
+    assert after['pilot_xds_pushes{type="rds"}'] >= before['pilot_xds_pushes{type="rds"}'] + 3
+    assert after["novamesh_config_revision"] == before["novamesh_config_revision"] + 1
+    assert after['pilot_total_xds_rejects{type="lds"}'] == 0
+    assert after["citadel_server_csr_count"] == 0  # defined; zero until the CA exists

@@ -1,0 +1,111 @@
+"""Access-log entries → Istio labels and metric samples."""
+
+from __future__ import annotations
+
+from envoy.data.accesslog.v3 import accesslog_pb2
+from google.protobuf import struct_pb2
+from prometheus_client import generate_latest
+
+from novamesh.observe.aggregate import LocalIdentity, Peer, http_labels, record_http, record_tcp, response_flags
+from novamesh.observe.envoy_config import LOG_INBOUND, LOG_OUTBOUND
+from novamesh.observe.workload_metrics import HTTP_LABELS, TCP_LABELS, WorkloadMetrics
+
+ME = LocalIdentity(Peer("front-v1", "shop", "front", "v1"), "front.shop.svc.cluster.local")
+
+
+def _entry(*, cluster: str = "", authority: str = "", code: int = 200, metadata: dict[str, str] | None = None,
+           grpc: bool = False, ms: int = 12) -> accesslog_pb2.HTTPAccessLogEntry:
+    e = accesslog_pb2.HTTPAccessLogEntry()
+    e.common_properties.upstream_cluster = cluster
+    e.common_properties.duration.FromMilliseconds(ms)
+    if metadata:
+        s = struct_pb2.Struct()
+        s.update(metadata)
+        e.common_properties.metadata.filter_metadata["novamesh"].CopyFrom(s)
+    e.request.authority = authority
+    e.request.request_body_bytes = 7
+    if grpc:
+        e.request.request_headers["content-type"] = "application/grpc"
+        e.response.response_trailers["grpc-status"] = "14"
+    e.response.response_code.value = code
+    e.response.response_body_bytes = 1234
+    return e
+
+
+def test_peer_parse_fills_unknown() -> None:
+    assert Peer.parse("back-v2,shop,back,v2") == Peer("back-v2", "shop", "back", "v2")
+    assert Peer.parse("") == Peer()
+    assert Peer.parse("a,,b") == Peer("a", "unknown", "b", "unknown")
+
+
+def test_response_flags_codes_and_dash() -> None:
+    flags = accesslog_pb2.ResponseFlags()
+    assert response_flags(flags) == "-"
+    flags.upstream_connection_failure = True
+    flags.upstream_retry_limit_exceeded = True
+    assert response_flags(flags) == "UF,URX"
+    flags = accesslog_pb2.ResponseFlags(fault_injected=True)
+    assert response_flags(flags) == "FI"
+
+
+def test_source_reporter_labels_from_cluster_and_peer_metadata() -> None:
+    labels = http_labels(ME, LOG_OUTBOUND, _entry(cluster="outbound|9080|v2|back.shop.svc.cluster.local",
+                                                   metadata={"peer": "back-v2,shop,back,v2"}))
+    assert set(labels) == set(HTTP_LABELS)
+    assert labels["reporter"] == "source"
+    assert (labels["source_workload"], labels["source_app"], labels["source_workload_namespace"]) == ("front-v1", "front", "shop")
+    assert (labels["destination_workload"], labels["destination_version"]) == ("back-v2", "v2")
+    assert labels["destination_service"] == "back.shop.svc.cluster.local"
+    assert (labels["destination_service_name"], labels["destination_service_namespace"]) == ("back", "shop")
+    assert labels["response_code"] == "200" and labels["response_flags"] == "-"
+    assert labels["request_protocol"] == "http" and labels["connection_security_policy"] == "unknown"
+
+
+def test_local_reply_resolves_the_authority_in_the_client_namespace() -> None:
+    for authority, fqdn in (("back:9080", "back.shop.svc.cluster.local"), ("back.other", "back.other.svc.cluster.local"),
+                            ("api.example.com", "api.example.com"), ("10.0.0.1:80", "10.0.0.1"), ("[::1]:80", "[::1]")):
+        labels = http_labels(ME, LOG_OUTBOUND, _entry(authority=authority, code=503))
+        assert labels["destination_service"] == fqdn
+        assert labels["destination_workload"] == "unknown"
+    assert http_labels(ME, LOG_OUTBOUND, _entry(authority="api.example.com"))["destination_service_namespace"] == "unknown"
+
+
+def test_destination_reporter_labels_from_source_metadata() -> None:
+    labels = http_labels(ME, LOG_INBOUND, _entry(cluster="inbound|9080||", metadata={"source": "client-v1,default,client,v1"}, grpc=True))
+    assert labels["reporter"] == "destination"
+    assert (labels["source_workload"], labels["source_workload_namespace"]) == ("client-v1", "default")
+    assert (labels["destination_workload"], labels["destination_service"]) == ("front-v1", "front.shop.svc.cluster.local")
+    assert labels["request_protocol"] == "grpc" and labels["grpc_response_status"] == "14"
+    assert labels["connection_security_policy"] == "none"
+    # Without the header (a caller outside the mesh) the source is unknown.
+    assert http_labels(ME, LOG_INBOUND, _entry())["source_workload"] == "unknown"
+
+
+def test_record_http_counts_and_observes() -> None:
+    m = WorkloadMetrics()
+    record_http(m, ME, LOG_INBOUND, _entry(ms=30))
+    record_http(m, ME, LOG_INBOUND, _entry(ms=30))
+    intermediate = _entry()
+    intermediate.common_properties.intermediate_log_entry = True
+    record_http(m, ME, LOG_INBOUND, intermediate)  # not a finished request
+    text = generate_latest(m.registry).decode()
+    line = next(x for x in text.splitlines() if x.startswith("istio_requests_total{"))
+    assert line.endswith(" 2.0")
+    bucket = next(x for x in text.splitlines() if x.startswith("istio_request_duration_milliseconds_bucket{") and 'le="50.0"' in x)
+    assert bucket.endswith(" 2.0")
+    assert any(x.startswith("istio_response_bytes_sum{") and x.endswith(" 2468.0") for x in text.splitlines())
+
+
+def test_record_tcp() -> None:
+    m = WorkloadMetrics()
+    e = accesslog_pb2.TCPAccessLogEntry()
+    e.common_properties.upstream_cluster = "inbound|5432||"
+    e.connection_properties.received_bytes = 10
+    e.connection_properties.sent_bytes = 20
+    record_tcp(m, ME, LOG_INBOUND, e)
+    text = generate_latest(m.registry).decode().splitlines()
+    for name, value in (("istio_tcp_received_bytes_total", "10.0"), ("istio_tcp_sent_bytes_total", "20.0"),
+                        ("istio_tcp_connections_opened_total", "1.0"), ("istio_tcp_connections_closed_total", "1.0")):
+        line = next(x for x in text if x.startswith(name + "{"))
+        assert line.endswith(" " + value) and 'request_protocol="tcp"' in line
+    assert len(TCP_LABELS) == len(set(TCP_LABELS))

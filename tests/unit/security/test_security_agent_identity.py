@@ -1,0 +1,160 @@
+"""Agent side: renewal schedule (ManualClock), SDS state-of-the-world pushes, bootstrap wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+
+from novamesh.agent.bootstrap import build_bootstrap
+from novamesh.agent.identity import Certificate, WorkloadIdentity, renewal_delay
+from novamesh.agent.sds import SDS_CLUSTER, SECRET_TYPE, SdsServer, add_sds, sds_socket_path
+from novamesh.model.proxy import Proxy
+from novamesh.security import pki
+from novamesh.security.ca import StoreCA
+from novamesh.settings import Settings
+from novamesh.store.sqlite import SqliteStore
+from novamesh.testing.clock import ManualClock
+
+ID = pki.SpiffeId("cluster.local", "default", "reviews")
+
+
+def test_renewal_delay_is_half_the_lifetime_minus_jitter() -> None:
+    assert renewal_delay(1000, 1000 + 86400, 1000, 0.5, 0.1, 0.0) == 43200
+    assert renewal_delay(1000, 1000 + 86400, 1000, 0.5, 0.1, 0.999) == pytest.approx(86400 * (0.5 - 0.0999))
+    assert renewal_delay(1000, 1000 + 100, 1090, 0.5, 0.0, 0.5) == 0  # overdue: renew at once
+    assert renewal_delay(1000, 900, 1000, 0.5, 0.1, 0.5) == 0  # nonsense input never goes negative
+
+
+class _FakeSds(SdsServer):
+    def __init__(self) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.updates: list[bytes] = []
+
+    async def update(self, chain_pem: bytes, key_pem: bytes, roots_pem: bytes) -> None:
+        self.updates.append(chain_pem)
+
+
+class _LocalIdentity(WorkloadIdentity):
+    """Signs with an in-process CA instead of calling the CSR service."""
+
+    ca: StoreCA
+    fail_next = 0
+
+    async def _request(self, roots_pem: bytes, *, token: str | None) -> Certificate:
+        if self.fail_next:
+            self.fail_next -= 1
+            raise OSError("control plane unreachable")
+        key = pki.generate_key()
+        issued = self.ca.issue(key.public_key(), [ID.uri], self.settings.cert_ttl)
+        return Certificate(issued.chain_pem, pki.key_pem(key), issued.roots_pem, self.clock.time())
+
+
+async def test_renewal_follows_the_schedule_and_retries_on_failure(store: SqliteStore, clock: ManualClock) -> None:
+    settings = Settings(cert_ttl=100, cert_renew_fraction=0.5, cert_renew_jitter=0.2, cert_retry_interval=3)
+    sds = _FakeSds()
+    wid = _LocalIdentity(settings, clock, ID, sds, rng=random.Random(7))
+    wid.ca = StoreCA(store, clock)
+    await wid.obtain(b"", "token")
+    first = wid.current
+    assert first is not None and len(sds.updates) == 1
+    delay = wid.next_delay()
+    assert 100 * 0.3 <= delay <= 100 * 0.5
+    task = asyncio.create_task(wid.run())
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0)
+        clock.advance(delay - 1)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert wid.renewals == 0  # not yet
+        wid.fail_next = 1
+        clock.advance(1.01)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert wid.failures == 1 and wid.renewals == 0
+        clock.advance(3.01)  # cert_retry_interval
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if wid.renewals:
+                break
+        assert wid.renewals == 1 and len(sds.updates) == 2
+        assert wid.current is not None and wid.current.leaf.serial_number != first.leaf.serial_number
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _recv(call: grpc.aio.StreamStreamCall) -> discovery_pb2.DiscoveryResponse:  # type: ignore[type-arg]
+    return await asyncio.wait_for(call.read(), 10)
+
+
+async def test_sds_serves_default_and_rootca_and_pushes_rotations(tmp_path: Path) -> None:
+    path = sds_socket_path(tmp_path / ("x" * 120))  # too long for a Unix socket: falls back
+    assert len(str(path)) <= 100
+    server = SdsServer(path)
+    await server.update(b"CHAIN1", b"KEY1", b"ROOTS1")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{path}") as ch:
+            stub = sds_pb2_grpc.SecretDiscoveryServiceStub(ch)
+            queue: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
+
+            async def requests():  # type: ignore[no-untyped-def]
+                while (req := await queue.get()) is not None:
+                    yield req
+
+            call = stub.StreamSecrets(requests())
+            await queue.put(discovery_pb2.DiscoveryRequest(resource_names=["default"], type_url=SECRET_TYPE))
+            resp = await _recv(call)
+            secret = secret_pb2.Secret()
+            resp.resources[0].Unpack(secret)
+            assert secret.name == "default" and secret.tls_certificate.certificate_chain.inline_bytes == b"CHAIN1"
+            # ACK, then a rotation is pushed without being asked.
+            await queue.put(discovery_pb2.DiscoveryRequest(resource_names=["default"], version_info=resp.version_info,
+                                                           response_nonce=resp.nonce, type_url=SECRET_TYPE))  # fmt: skip
+            await server.update(b"CHAIN2", b"KEY2", b"ROOTS2")
+            pushed = await _recv(call)
+            pushed.resources[0].Unpack(secret)
+            assert secret.tls_certificate.certificate_chain.inline_bytes == b"CHAIN2" and pushed.version_info != resp.version_info
+            # Switching to ROOTCA answers at once with the trust bundle.
+            await queue.put(discovery_pb2.DiscoveryRequest(resource_names=["ROOTCA"], type_url=SECRET_TYPE))
+            roots = await _recv(call)
+            roots.resources[0].Unpack(secret)
+            assert secret.name == "ROOTCA" and secret.validation_context.trusted_ca.inline_bytes == b"ROOTS2"
+            await queue.put(None)
+            call.cancel()
+        assert server.pushes == 3 and server.nacks == 0
+    finally:
+        await server.stop()
+    assert not path.exists()
+
+
+def test_bootstrap_gets_the_sds_cluster_and_the_identity_cluster() -> None:
+    boot = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), Settings()), Path("/run/x/sds.sock"))
+    clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
+    pipe = clusters[SDS_CLUSTER]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]
+    assert pipe == {"path": "/run/x/sds.sock"}
+    tls = clusters["novamesh-identity"]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    assert tls["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+
+
+def test_mtls_xds_moves_the_ads_cluster_to_the_tls_port() -> None:
+    settings = Settings(xds_tls_port=15011, trust_domain="prod.example")
+    boot = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), settings), Path("/s.sock"), settings)
+    xds = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "xds-grpc")
+    ports = {lb["endpoint"]["address"]["socket_address"]["port_value"] for g in xds["load_assignment"]["endpoints"] for lb in g["lb_endpoints"]}
+    assert ports == {15011}
+    ctx = xds["transport_socket"]["typed_config"]["common_tls_context"]
+    assert ctx["tls_certificate_sds_secret_configs"][0]["name"] == "default"
+    sans = ctx["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
+    assert sans == [{"san_type": "URI", "matcher": {"exact": "spiffe://prod.example/ns/novamesh-system/sa/control-plane"}}]
+    plain = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), Settings()), Path("/s.sock"), Settings())
+    assert "transport_socket" not in next(c for c in plain["static_resources"]["clusters"] if c["name"] == "xds-grpc")
