@@ -1,7 +1,7 @@
 """Workload and control-plane metrics through real Envoy, scraped by a real Prometheus.
 
 One mesh per module: ``client`` (a sidecar with no app) → ``front`` (echo, calls ``back``) →
-``back`` (echo). A VirtualService aborts requests to ``front`` carrying ``x-fault: abort`` with
+``back`` (echo), and a TCP echo ``tcpecho``. A VirtualService aborts requests to ``front`` carrying ``x-fault: abort`` with
 503 at the client's sidecar (response flag FI). Traffic is sent in two phases with the same
 success ratio (4:1 ok:500), the first before Prometheus starts, so every series exists from
 Prometheus' first scrape and Flagger's rate-ratio query is exactly that ratio.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,22 @@ spec:
   - route: [{destination: {host: front}}]
 """
 
+TCP_SERVER = """
+import asyncio, os
+
+async def handle(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(b"tcpecho:" + data)
+        await writer.drain()
+    writer.close()
+
+async def main():
+    async with await asyncio.start_server(handle, os.environ["HOST"], int(os.environ["PORT"])) as server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
 SUCCESS_RATE = (
     'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="default",'
     'destination_workload=~"front-v1",response_code!~"5.*"}[1m])) / '
@@ -59,6 +76,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.start_control_plane()
         m.echo("back")
         m.run("front", ports=[9080], command=[sys.executable, "-m", "novamesh.testing.echo", "--call", "http://back:9080/"])
+        m.run("tcpecho", ports=["3307/tcp"], command=[sys.executable, "-c", TCP_SERVER])
         m.client("client")
         m.apply(FAULT_VS)
         m.wait_synced()
@@ -145,6 +163,54 @@ def test_envoy_stats_stay_available(mesh: LocalMesh) -> None:
     assert "envoy_cluster_upstream_rq" in text
 
 
+def _tcp_exchange(address: str, payload: bytes = b"ping") -> bytes:
+    with socket.create_connection((address, 3307), timeout=5) as sock:
+        sock.sendall(payload)
+        data = b""
+        while not data.endswith(payload):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def _sample(text: str, metric: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric + "{"))
+
+
+def _envoy_tcp_connections(w: WorkloadProcess) -> int:
+    """Connections tcpecho's Envoy proxied on its inbound TCP listener (Envoy's own counter)."""
+    text = httpx.get(f"{w.admin_url}/stats", params={"filter": r"^tcp\.inbound\|3307\|\|\.downstream_cx_total$"},
+                     trust_env=False, timeout=5).text
+    return int(text.split(":")[1]) if ":" in text else 0
+
+
+def test_tcp_metrics(mesh: LocalMesh) -> None:
+    client, tcpecho = _wl(mesh, "client"), _wl(mesh, "tcpecho")
+    poll(lambda: _tcp_exchange(client.address) == b"tcpecho:ping", 30, "TCP through the client's sidecar")
+    closed = "istio_tcp_connections_closed_total"
+    # Baseline: every connection Envoy proxied so far (the probes above) is in the metrics.
+    def settled() -> str | None:
+        text = _scrape(tcpecho)
+        return text if _sample(text, closed) == _envoy_tcp_connections(tcpecho) else None
+
+    before = poll(settled, 20, "the probe connections in tcpecho's metrics")
+    for _ in range(3):
+        assert _tcp_exchange(client.address) == b"tcpecho:ping"
+    poll(lambda: _sample(_scrape(tcpecho), closed) == _sample(before, closed) + 3, 20, "tcpecho's TCP metrics")
+    after = _scrape(tcpecho)
+    assert _envoy_tcp_connections(tcpecho) == _sample(after, closed)
+    assert _sample(after, "istio_tcp_connections_opened_total") == _sample(after, closed)
+    # Bytes as the destination sidecar counts them: 4 in ("ping") and 12 out per connection.
+    assert _sample(after, "istio_tcp_received_bytes_total") - _sample(before, "istio_tcp_received_bytes_total") == 12
+    assert _sample(after, "istio_tcp_sent_bytes_total") - _sample(before, "istio_tcp_sent_bytes_total") == 36
+    line = next(x for x in after.splitlines() if x.startswith(closed + "{"))
+    for label in ('reporter="destination"', 'destination_workload="tcpecho-v1"', 'request_protocol="tcp"',
+                  'destination_service="tcpecho.default.svc.cluster.local"'):
+        assert label in line
+
+
 # -- Prometheus -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prometheus(mesh: LocalMesh, phase1: list[httpx.Response], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -194,9 +260,9 @@ def _scalar(url: str, expr: str, at: float | None = None) -> float | None:
 def test_prometheus_scrapes_every_target(mesh: LocalMesh, prometheus: str) -> None:
     def all_up() -> bool:
         up = _query(prometheus, "up")
-        return len(up) == 4 and all(r["value"][1] == "1" for r in up)
+        return len(up) == 5 and all(r["value"][1] == "1" for r in up)
 
-    poll(all_up, 30, "Prometheus scraping the control plane and three sidecars")
+    poll(all_up, 30, "Prometheus scraping the control plane and four sidecars")
     jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
     assert jobs == {"novamesh-control-plane", "novamesh-workloads"}
 
@@ -225,7 +291,7 @@ def test_flagger_and_dashboard_queries(mesh: LocalMesh, prometheus: str) -> None
     by_source = f'sum(istio_requests_total{{reporter="destination",destination_service="{BACK}"}}) by (source_workload)'
     poll(lambda: _scalar(prometheus, f"sum({by_source})") == 25, 30, "back's phase 2 in Prometheus")
     assert [(r["metric"]["source_workload"], r["value"][1]) for r in _query(prometheus, by_source)] == [("front-v1", "25")]
-    assert _scalar(prometheus, "sum(pilot_xds)", at) == 3
+    assert _scalar(prometheus, "sum(pilot_xds)", at) == 4
 
 
 # -- control plane ----------------------------------------------------------------------------
@@ -240,16 +306,16 @@ def _cp_metrics(mesh: LocalMesh) -> dict[str, float]:
 
 def test_control_plane_metrics_after_apply(mesh: LocalMesh) -> None:
     before = _cp_metrics(mesh)
-    assert before["pilot_xds{version=\"\"}"] == 3
+    assert before["pilot_xds{version=\"\"}"] == 4
     mesh.apply(FAULT_VS.replace("x-fault", "x-fault2"))
     mesh.wait_synced()
 
     def converged() -> dict[str, float] | None:
         now = _cp_metrics(mesh)
-        return now if now["pilot_proxy_convergence_time_count"] >= before["pilot_proxy_convergence_time_count"] + 3 else None
+        return now if now["pilot_proxy_convergence_time_count"] >= before["pilot_proxy_convergence_time_count"] + 4 else None
 
     after = poll(converged, 20, "a convergence sample per proxy")
-    assert after['pilot_xds_pushes{type="rds"}'] >= before['pilot_xds_pushes{type="rds"}'] + 3
+    assert after['pilot_xds_pushes{type="rds"}'] >= before['pilot_xds_pushes{type="rds"}'] + 4
     assert after["novamesh_config_revision"] == before["novamesh_config_revision"] + 1
     assert after['pilot_total_xds_rejects{type="lds"}'] == 0
     assert after["citadel_server_csr_count"] == 0  # defined; zero until the CA exists

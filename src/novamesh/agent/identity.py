@@ -129,6 +129,11 @@ class WorkloadIdentity:
         try:
             cert = await self._request(roots_pem, token=token)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise NovameshError(
+                    f"cannot reach the CSR service at {self.target} ({exc.details()}); check xds_host and "
+                    f"csr_port (NOVAMESH_CSR_PORT) and that the control plane runs its CA"
+                ) from exc
             raise NovameshError(
                 f"the CSR service at {self.target} refused the first certificate for {self.identity}: "
                 f"{exc.code().name} {exc.details()} (is the join token valid, unexpired and unused?)"

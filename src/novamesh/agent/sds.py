@@ -43,6 +43,7 @@ CERT_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 _UDS_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_TMP_PREFIX = "nm-sds-"
 
 
 def sds_socket_path(workdir: Path) -> Path:
@@ -50,7 +51,7 @@ def sds_socket_path(workdir: Path) -> Path:
     path = workdir / "sds.sock"
     if len(str(path)) <= _UDS_MAX:
         return path
-    return Path(tempfile.mkdtemp(prefix="nm-sds-")) / "sds.sock"
+    return Path(tempfile.mkdtemp(prefix=_TMP_PREFIX)) / "sds.sock"
 
 
 def _secret(name: str, chain: bytes, key: bytes, roots: bytes) -> secret_pb2.Secret:
@@ -161,6 +162,8 @@ class SdsServer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[mi
             self._server = None
         if self.socket_path.exists():
             self.socket_path.unlink()
+        if self.socket_path.parent.name.startswith(_TMP_PREFIX):
+            self.socket_path.parent.rmdir()  # the short fallback directory is ours alone
 
 
 def _sds_config(name: str) -> dict[str, Any]:

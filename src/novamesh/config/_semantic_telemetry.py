@@ -14,12 +14,15 @@ Judgement calls, documented in docs/istio-fields.md:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
+from ..errors import Violation
 from ._paths import Problem
+from .resource import Resource, ResourceKey
+from .types_mesh import MeshConfigSpec
 from .types_telemetry import ENVOY_ACCESS_LOG_PROVIDER, TRACING_PROVIDERS, AccessLogging, TelemetrySpec, Tracing
 
-__all__ = ["check_telemetry", "cel_shape_problem"]
+__all__ = ["check_telemetry", "cel_shape_problem", "telemetry_provider_violations"]
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _PAIRS = {")": "(", "]": "[", "}": "{"}
@@ -95,16 +98,6 @@ def check_telemetry(spec: TelemetrySpec) -> list[Problem]:
                     )
                 )
     for i, tracing in enumerate(spec.tracing):
-        for j, ref in enumerate(tracing.providers):
-            if ref.name not in TRACING_PROVIDERS:
-                problems.append(
-                    Problem(
-                        f"spec.tracing[{i}].providers[{j}].name",
-                        f"unknown tracing provider '{ref.name}'; novamesh defines {', '.join(TRACING_PROVIDERS)}",
-                        "use `otel` (OTLP/gRPC, settings tracing_otlp_address) or `zipkin` "
-                        "(settings tracing_zipkin_address), or omit providers for the mesh default",
-                    )
-                )
         for tag, custom in tracing.custom_tags.items():
             where = f"spec.tracing[{i}].customTags.{tag}"
             if _TOKEN.fullmatch(tag) is None:
@@ -135,3 +128,40 @@ def check_telemetry(spec: TelemetrySpec) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def telemetry_provider_violations(state: Mapping[ResourceKey, Resource], changed: Collection[ResourceKey]) -> list[Violation]:
+    """Tracing providers a Telemetry names that neither settings (``otel``, ``zipkin``) nor the
+    MeshConfig's ``extensionProviders`` define. Checked for the Telemetries that changed, and for
+    all of them when the MeshConfig changed (removing a provider in use is refused)."""
+    known = set(TRACING_PROVIDERS)
+    for resource in state.values():
+        if isinstance(resource.spec, MeshConfigSpec):
+            known |= {p.name for p in resource.spec.extension_providers}
+    mesh_changed = any(k[0] == "MeshConfig" for k in changed)
+    violations: list[Violation] = []
+    for key in sorted(state):
+        resource = state[key]
+        spec = resource.spec
+        if not isinstance(spec, TelemetrySpec) or not (mesh_changed or key in changed):
+            continue
+        for i, tracing in enumerate(spec.tracing):
+            for j, ref in enumerate(tracing.providers):
+                if ref.name in known:
+                    continue
+                violations.append(
+                    Violation(
+                        message=f"unknown tracing provider '{ref.name}'; defined: {', '.join(sorted(known))}",
+                        path=f"spec.tracing[{i}].providers[{j}].name",
+                        kind=resource.kind,
+                        name=resource.name,
+                        namespace=resource.namespace,
+                        file=resource.source.file,
+                        document=resource.source.document,
+                        line=resource.source.line,
+                        hint="name `otel` (settings tracing_otlp_address) or `zipkin` (tracing_zipkin_address), "
+                        "define it in MeshConfig extensionProviders, or omit providers for the mesh default",
+                        code="IST0101",
+                    )
+                )
+    return violations

@@ -14,12 +14,13 @@ the same thing in both places. How the defaults are applied: :mod:`novamesh.tran
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .base import Duration, Spec, parse_duration
 from .types_http import HTTPRetry
 from .types_sidecar import OutboundTrafficPolicy
 from .types_traffic import ConnectionPoolSettings, OutlierDetection
+from .types_telemetry import ExtensionProvider
 
 __all__ = [
     "MESH_CONFIG_API_VERSION",
@@ -68,6 +69,8 @@ class MeshConfigSpec(Spec):
     """Connection pool and outlier detection of every outbound cluster."""
     outbound_traffic_policy: OutboundTrafficPolicy | None = None
     """REGISTRY_ONLY / ALLOW_ANY for proxies no Sidecar gives a policy (Istio's field)."""
+    extension_providers: list[ExtensionProvider] = Field(default_factory=list)
+    """Tracing providers a Telemetry can name (Istio's field; see types_telemetry.py)."""
 
     def timeout_seconds(self) -> float:
         """``defaultHttpTimeout`` in seconds (0: no mesh-wide timeout)."""
@@ -91,7 +94,6 @@ MESH_NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
         "enableAutoMtls",
         "meshMTLS",
         "tlsDefaults",
-        "extensionProviders",
         "defaultProviders",
         "defaultServiceExportTo",
         "defaultVirtualServiceExportTo",

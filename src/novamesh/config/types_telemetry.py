@@ -6,14 +6,17 @@ fields the data plane does not honour yet (``metrics``, ``targetRef``, ``tracing
 are listed in ``TELEMETRY_NOT_YET_SUPPORTED`` and rejected by name. Semantic checks live in
 :mod:`._semantic_telemetry`; translation in :mod:`novamesh.translate.telemetry`.
 
-Providers: Istio defines them in MeshConfig ``extensionProviders``. novamesh defines them from
-settings (``tracing_otlp_address`` → provider ``otel``, ``tracing_zipkin_address`` → provider
-``zipkin``) plus the built-in access-log provider ``envoy`` (JSON lines to the workload's access
-log file); see :func:`mesh_telemetry_from_settings`.
+Providers: as in Istio, MeshConfig ``extensionProviders`` define tracing providers
+(:class:`ExtensionProvider`, a field of ``MeshConfigSpec``); settings define two more
+(``tracing_otlp_address`` → ``otel``, ``tracing_zipkin_address`` → ``zipkin``, see
+:func:`mesh_telemetry_from_settings`), and ``envoy`` is the built-in access-log provider (JSON
+lines to the workload's access log file).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +40,8 @@ __all__ = [
     "AccessLoggingFilter",
     "AccessLogging",
     "TelemetrySelector",
+    "ProviderService",
+    "ExtensionProvider",
     "TelemetrySpec",
     "TelemetryProvider",
     "MeshTelemetry",
@@ -115,6 +120,30 @@ class AccessLogging(Spec):
     filter: AccessLoggingFilter | None = None
 
 
+class ProviderService(Spec):
+    """Where an extension provider's collector listens (Istio: ``service`` and ``port``). In
+    local mode ``service`` is an IP address or a host name this machine resolves."""
+
+    service: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+
+class ExtensionProvider(Spec):
+    """A tracing provider defined in MeshConfig ``extensionProviders`` (Istio's message):
+    exactly one of ``opentelemetry`` (OTLP/gRPC) and ``zipkin``."""
+
+    name: str = Field(min_length=1)
+    opentelemetry: ProviderService | None = None
+    zipkin: ProviderService | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExtensionProvider:
+        set_ = [k for k in ("opentelemetry", "zipkin") if getattr(self, k) is not None]
+        if len(set_) != 1:
+            raise ValueError(f"an extension provider needs exactly one of opentelemetry, zipkin (found {', '.join(set_) or 'none'})")
+        return self
+
+
 class TelemetrySelector(Spec):
     """Istio's ``istio.type.v1beta1.WorkloadSelector`` (``matchLabels``)."""
 
@@ -133,6 +162,10 @@ TELEMETRY_NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
     TelemetrySpec: ("metrics", "targetRef", "targetRefs"),
     Tracing: ("match", "useRequestIdForTraceSampling", "enableIstioTags"),
     AccessLogging: ("match",),
+    ProviderService: ("maxTagLength", "http", "grpc", "resourceDetectors", "dynatraceSampler", "enable64bitTraceId",
+                      "path", "traceContextOption", "timeout", "headers"),
+    ExtensionProvider: ("envoyFileAccessLog", "envoyOtelAls", "envoyHttpAls", "envoyTcpAls", "prometheus", "stackdriver",
+                        "skywalking", "datadog", "lightstep", "envoyExtAuthzHttp", "envoyExtAuthzGrpc", "sds"),
 }
 """Real Istio fields of these models that novamesh rejects as not supported yet."""
 
@@ -162,6 +195,18 @@ class MeshTelemetry:
     def provider(self, name: str) -> TelemetryProvider | None:
         """The provider called ``name``, or None."""
         return next((p for p in self.providers if p.name == name), None)
+
+    def with_extension_providers(self, extra: Sequence[ExtensionProvider]) -> MeshTelemetry:
+        """These defaults plus MeshConfig ``extensionProviders`` (which win on a name clash)."""
+        added = []
+        for p in extra:
+            if p.opentelemetry is not None:
+                added.append(TelemetryProvider(p.name, "opentelemetry", f"{p.opentelemetry.service}:{p.opentelemetry.port}"))
+            elif p.zipkin is not None:
+                added.append(TelemetryProvider(p.name, "zipkin", f"{p.zipkin.service}:{p.zipkin.port}"))
+        names = {p.name for p in added}
+        kept = tuple(p for p in self.providers if p.name not in names)
+        return dataclasses.replace(self, providers=(*kept, *added))
 
     def default_tracing_provider(self) -> TelemetryProvider | None:
         """The provider a tracing entry without ``providers`` uses: the first tracing one."""

@@ -19,6 +19,7 @@ from ..errors import Violation
 from ._semantic_gateway import gateway_violations
 from ._semantic_sidecar import sidecar_conflicts
 from ._semantic_mesh import mesh_config_violations
+from ._semantic_telemetry import telemetry_provider_violations
 from .names import resolve_host
 from .resource import Resource, ResourceKey
 from .types import DestinationRuleSpec, Subset, VirtualServiceSpec
@@ -81,6 +82,7 @@ def validate_state(
     violations += sidecar_conflicts(state, changed)
     violations += gateway_violations(state, changed, domain_suffix)
     violations += mesh_config_violations(state, changed)  # one MeshConfig, istio-system/default
+    violations += telemetry_provider_violations(state, changed)  # tracing providers exist
     return violations
 
 

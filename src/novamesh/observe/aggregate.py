@@ -133,25 +133,39 @@ def _service_of(me: LocalIdentity, cluster: str, authority: str) -> tuple[str, s
     return fqdn, labels[0], svc_ns
 
 
+def _uri(props: Any) -> str:
+    for san in props.subject_alt_name:
+        if san.uri:
+            return str(san.uri)
+    return ""
+
+
 def _sides(
     me: LocalIdentity, inbound: bool, common: accesslog_pb2.AccessLogCommon, authority: str, protocol: str
 ) -> dict[str, str]:
+    src_principal = dst_principal = UNKNOWN
     if inbound:
         src, dst = Peer.parse(_metadata(common, "source")), me.peer
         svc = (me.service_fqdn, me.service_name, me.peer.namespace)
+        # Only the server side sees the caller's certificate (the downstream TLS connection).
+        tls = common.tls_properties
+        src_principal = _uri(tls.peer_certificate_properties) or UNKNOWN
+        dst_principal = _uri(tls.local_certificate_properties) or UNKNOWN
+        policy = "mutual_tls" if src_principal != UNKNOWN else "none"
     else:
         src, dst = me.peer, Peer.parse(_metadata(common, "peer"))
         svc = _service_of(me, common.upstream_cluster, authority)
+        policy = UNKNOWN  # as in Istio: the client side does not report it
     return {
         "reporter": "destination" if inbound else "source",
         "source_workload": src.workload,
         "source_workload_namespace": src.namespace,
-        "source_principal": UNKNOWN,  # identities arrive with mTLS
+        "source_principal": src_principal,
         "source_app": src.app,
         "source_version": src.version,
         "destination_workload": dst.workload,
         "destination_workload_namespace": dst.namespace,
-        "destination_principal": UNKNOWN,
+        "destination_principal": dst_principal,
         "destination_app": dst.app,
         "destination_version": dst.version,
         "destination_service": svc[0],
@@ -159,8 +173,7 @@ def _sides(
         "destination_service_namespace": svc[2],
         "request_protocol": protocol,
         "response_flags": response_flags(common.response_flags),
-        # Istio: the destination knows whether the connection was mTLS; the source reports unknown.
-        "connection_security_policy": "none" if inbound else UNKNOWN,
+        "connection_security_policy": policy,
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -161,6 +161,7 @@ class ControlPlaneMetrics:
         self.csr_count = 0
         self.certs_issued = 0
         self.csr_refused = 0
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series, as in Istio (process-wide)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         r.register(_StateCollector(self))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 __all__ = [
     "HTTP_LABELS",
@@ -71,6 +71,9 @@ class WorkloadMetrics:
     """The ``istio_*`` metrics of one workload, on their own registry."""
 
     def __init__(self) -> None:
+        # Istio exposes no ``*_created`` series; they would double the series per label set.
+        # (A process-wide switch of prometheus_client; idempotent.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("istio_requests", "Requests seen by the reporting sidecar.", HTTP_LABELS, registry=r)

@@ -13,9 +13,9 @@ Two implementations of :class:`CertificateAuthority`:
   produces, Istio's "plugged-in CA"). :meth:`PluggedCA.maybe_reload` re-reads them when their
   modification time changes. ``root-cert.pem`` may hold several roots (a root rotation).
 
-Errors: :class:`~novamesh.errors.ConfigError`-free; bad files raise
-:class:`~novamesh.errors.NovameshError` naming the file; bad CSRs raise
-:class:`~novamesh.security.pki.BadInput`.
+Errors: bad plugged-in files raise :class:`~novamesh.errors.NovameshError` naming the file and
+what is wrong; a rotation step that does not fit the phase raises NovameshError saying what to
+run instead.
 """
 
 from __future__ import annotations
@@ -107,7 +107,10 @@ def _describe(cert: x509.Certificate) -> dict[str, Any]:
 
 class StoreCA:
     """Self-signed root kept in the store (see the module docstring). The state is re-read
-    from the store when it changed, so a root rotation made through any replica applies."""
+    from the store every :attr:`REFRESH` seconds, so a root rotation made through any replica
+    (or the REST API) applies everywhere."""
+
+    REFRESH = 1.0
 
     def __init__(self, store: ConfigStore, clock: Clock, *, key_type: str = "ec-p256",
                  trust_domain: str = "cluster.local", root_ttl: float = 10 * 365 * 86400) -> None:  # fmt: skip
@@ -119,6 +122,7 @@ class StoreCA:
         self._lock = threading.Lock()
         self._raw: bytes | None = None
         self._signer: _Signer | None = None
+        self._checked = 0.0
         if store.get_secret(STATE_SECRET) is None:
             store.put_secret(STATE_SECRET, _dump({"roots": [self._new_root()], "signer": 0}))
             log.info("created a self-signed %s root CA for trust domain %s", key_type, trust_domain)
@@ -131,9 +135,15 @@ class StoreCA:
         return {"cert": pki.cert_pem(cert).decode(), "key": pki.key_pem(key).decode()}
 
     def _current(self) -> _Signer:
+        # Called on every TLS handshake of the CSR/xDS servers: read the store at most once per
+        # REFRESH seconds (an etcd read is a network call); a rotation applies within that.
+        now = self.clock.monotonic()
+        if self._signer is not None and now - self._checked < self.REFRESH:
+            return self._signer
         raw = self.store.get_secret(STATE_SECRET)
         if raw is None:
             raise NovameshError("the CA state vanished from the store")
+        self._checked = now
         with self._lock:
             if raw != self._raw or self._signer is None:
                 state = json.loads(raw)
@@ -183,6 +193,7 @@ def rotate_root(ca: StoreCA, step: str) -> dict[str, Any]:
     else:
         raise NovameshError(f"unknown rotation step {step!r}; use one of {', '.join(ROOT_STEPS)}")
     ca.store.put_secret(STATE_SECRET, _dump(state))
+    ca._signer = None  # this instance applies the step at once
     log.warning("root CA rotation: %s done", step)
     return ca.status()
 

@@ -335,6 +335,17 @@ class EtcdStore:
             out.append((dict(obj["data"]), float(obj["expires_at"])))
         return out
 
+    def get_secret(self, name: str) -> bytes | None:
+        kvs = self._range(self._key("secret", name))
+        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
+    def put_secret(self, name: str, value: bytes | None) -> None:
+        key = _b64(self._key("secret", name))
+        if value is None:
+            self.call("kv/deleterange", {"key": key})
+        else:
+            self.call("kv/put", {"key": key, "value": base64.b64encode(value).decode()})
+
     def close(self) -> None:
         self._http.close()
 

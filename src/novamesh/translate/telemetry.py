@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.resource import Resource
+from ..config.types_mesh import MeshConfigSpec
 from ..config.types_telemetry import CustomTag, MeshTelemetry, TelemetryProvider, TelemetrySpec
 from ..model.proxy import Proxy
 from ..model.snapshot import MeshSnapshot
@@ -143,6 +144,9 @@ def _tag(name: str, tag: CustomTag) -> tuple[str, str, str, str]:
 def resolve_plan(snapshot: MeshSnapshot, namespace: str, labels: Mapping[str, str]) -> TelemetryPlan:
     """Merge the applying Telemetry resources over the mesh defaults (pure)."""
     mesh: MeshTelemetry = snapshot.mesh_telemetry
+    mesh_config = getattr(snapshot.mesh_config, "spec", None)
+    if isinstance(mesh_config, MeshConfigSpec) and mesh_config.extension_providers:
+        mesh = mesh.with_extension_providers(mesh_config.extension_providers)
     layers = telemetry_refs(snapshot, namespace, labels)
     provider = mesh.default_tracing_provider()
     sampling = mesh.default_sampling

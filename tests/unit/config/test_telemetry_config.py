@@ -68,7 +68,6 @@ def test_telemetry_is_accepted_in_both_versions() -> None:
     ("old", "new", "path", "words"),
     [
         ("randomSamplingPercentage: 10", "randomSamplingPercentage: 150", "spec.tracing[0].randomSamplingPercentage", "<= 100"),
-        ("providers: [{name: otel}]", "providers: [{name: jaeger}]", "spec.tracing[0].providers[0].name", "unknown tracing provider"),
         ("providers: [{name: otel}]", "providers: [{name: otel}, {name: zipkin}]", "spec.tracing[0].providers[1]", "one provider"),
         ("providers: [{name: envoy}]", "providers: [{name: otel-als}]", "spec.accessLogging[0].providers[0].name", "only 'envoy'"),
         ("literal: {value: payments}", "literal: {value: payments}, header: {name: x}", "spec.tracing[0].customTags.team", "exactly one"),
@@ -101,13 +100,43 @@ def test_cel_shape() -> None:
     assert cel_shape_problem("'abc") is not None
 
 
-def test_bad_telemetry_stores_nothing(tmp_path: Path) -> None:
+MESH_CONFIG = """\
+apiVersion: novamesh.io/v1alpha1
+kind: MeshConfig
+metadata: {name: default, namespace: istio-system}
+spec:
+  extensionProviders:
+  - name: jaeger
+    opentelemetry: {service: 127.0.0.1, port: 14317}
+"""
+
+
+def test_unknown_provider_stores_nothing_until_mesh_config_defines_it(tmp_path: Path) -> None:
     mesh = Mesh(Settings(data_dir=str(tmp_path)), SqliteStore(tmp_path / "store.db"))
-    with pytest.raises(ConfigError):
-        mesh.apply([{"file": "bad.yaml", "content": MESH_WIDE.replace("name: otel", "name: nope")}])
+    jaeger = MESH_WIDE.replace("name: otel", "name: jaeger")
+    with pytest.raises(ConfigError) as info:
+        mesh.apply([{"file": "bad.yaml", "content": jaeger}])
+    (v,) = info.value.violations
+    assert v.path == "spec.tracing[0].providers[0].name" and "unknown tracing provider 'jaeger'" in v.message
+    assert "extensionProviders" in v.hint and v.file == "bad.yaml"
     assert mesh.store.list() == []
-    mesh.apply([{"file": "ok.yaml", "content": MESH_WIDE}])
-    assert len(mesh.store.list()) == 1
+    mesh.apply([{"file": "ok.yaml", "content": MESH_CONFIG + "---\n" + jaeger}])
+    assert len(mesh.store.list()) == 2
+    # Removing the provider a Telemetry uses is refused, and changes nothing.
+    before = mesh.store.list()
+    with pytest.raises(ConfigError):
+        mesh.apply([{"file": "mc.yaml", "content": MESH_CONFIG.replace("name: jaeger", "name: other")}])
+    assert mesh.store.list() == before
+    plan = resolve_plan(mesh.snapshot(), "default", {"app": "x"})
+    assert plan.tracing is not None and plan.tracing.provider.address == "127.0.0.1:14317"
+
+
+def test_bad_extension_provider() -> None:
+    both = MESH_CONFIG.replace("opentelemetry: {service: 127.0.0.1, port: 14317}",
+                               "opentelemetry: {service: a, port: 1}\n    zipkin: {service: b, port: 2}")
+    assert any(p == "spec.extensionProviders[0]" and "exactly one" in m for p, m, _ in _violations(both))
+    als = MESH_CONFIG.replace("opentelemetry: {service: 127.0.0.1, port: 14317}", "envoyOtelAls: {service: a, port: 1}")
+    assert any("envoyOtelAls" in m and "not supported" in m for _, m, _ in _violations(als))
 
 
 def test_providers_come_from_settings() -> None:

@@ -77,6 +77,7 @@ def test_destination_reporter_labels_from_source_metadata() -> None:
     assert (labels["destination_workload"], labels["destination_service"]) == ("front-v1", "front.shop.svc.cluster.local")
     assert labels["request_protocol"] == "grpc" and labels["grpc_response_status"] == "14"
     assert labels["connection_security_policy"] == "none"
+    assert labels["source_principal"] == "unknown"
     # Without the header (a caller outside the mesh) the source is unknown.
     assert http_labels(ME, LOG_INBOUND, _entry())["source_workload"] == "unknown"
 
@@ -109,3 +110,14 @@ def test_record_tcp() -> None:
         line = next(x for x in text if x.startswith(name + "{"))
         assert line.endswith(" " + value) and 'request_protocol="tcp"' in line
     assert len(TCP_LABELS) == len(set(TCP_LABELS))
+
+
+def test_mutual_tls_principals_on_the_destination() -> None:
+    e = _entry(metadata={"source": "client-v1,default,client,v1"})
+    tls = e.common_properties.tls_properties
+    tls.peer_certificate_properties.subject_alt_name.add(uri="spiffe://cluster.local/ns/default/sa/client")
+    tls.local_certificate_properties.subject_alt_name.add(uri="spiffe://cluster.local/ns/shop/sa/front")
+    labels = http_labels(ME, LOG_INBOUND, e)
+    assert labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
+    assert labels["destination_principal"] == "spiffe://cluster.local/ns/shop/sa/front"
+    assert labels["connection_security_policy"] == "mutual_tls"

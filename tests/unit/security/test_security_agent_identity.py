@@ -158,3 +158,21 @@ def test_mtls_xds_moves_the_ads_cluster_to_the_tls_port() -> None:
     assert sans == [{"san_type": "URI", "matcher": {"exact": "spiffe://prod.example/ns/novamesh-system/sa/control-plane"}}]
     plain = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), Settings()), Path("/s.sock"), Settings())
     assert "transport_socket" not in next(c for c in plain["static_resources"]["clusters"] if c["name"] == "xds-grpc")
+
+
+async def test_agent_start_errors_say_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from novamesh.agent.identity import start_identity
+    from novamesh.errors import NovameshError
+    from novamesh.testing.mesh import free_port
+
+    root = pki.self_signed_root(pki.generate_key(), "r", "o", time.time(), 3600)
+    (tmp_path / "roots.pem").write_bytes(pki.cert_pem(root))
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    monkeypatch.setenv("NOVAMESH_JOIN_TOKEN", "nmt_" + "a" * 43)
+    closed = Settings(ca_bundle_file=str(tmp_path / "roots.pem"), csr_port=free_port(), xds_host="127.0.0.1")
+    with pytest.raises(NovameshError, match="cannot reach the CSR service at 127.0.0.1"):
+        await start_identity(closed, tmp_path, "default", "web")
+    with pytest.raises(NovameshError, match="ca_bundle_file .*junk.pem"):
+        await start_identity(Settings(ca_bundle_file=str(tmp_path / "junk.pem")), tmp_path, "default", "web")

@@ -235,3 +235,12 @@ def test_api_write_while_etcd_is_unreachable_is_503_and_changes_nothing(etcd: Et
     assert store.current_revision() == 0 and mesh.list() == []
     assert client.post("/api/v1/apply", json={"documents": [{"file": "vs.yaml", "content": VS_YAML}]}).status_code == 200
     assert store.current_revision() == 1
+
+
+def test_secrets_round_trip(etcd: EtcdCluster) -> None:
+    store = _store(etcd)
+    assert store.get_secret("ca/key") is None
+    store.put_secret("ca/key", b"\x00secret\xff")
+    assert store.get_secret("ca/key") == b"\x00secret\xff"
+    store.put_secret("ca/key", None)
+    assert store.get_secret("ca/key") is None
