@@ -189,7 +189,11 @@ def test_https_with_cert_files_routes_by_host_and_path(ingress: WorkloadProcess,
 
 
 def test_plain_http_server_routes_and_unknown_host_is_404(ingress: WorkloadProcess) -> None:
-    assert _plain(ingress, "/reviews", "shop.example.com").json()["service"] == "reviews"
+    reviews = _plain(ingress, "/reviews", "shop.example.com", headers={"x-novamesh-source": "forged,prod,admin,v9"})
+    assert reviews.json()["service"] == "reviews"
+    # The mesh's identity headers stay inside: not forgeable from outside, not readable outside.
+    assert "x-novamesh-source" not in reviews.json()["headers"]
+    assert "x-novamesh-peer" not in reviews.headers
     assert _plain(ingress, "/", "shop.example.com:8080").json()["service"] == "frontend"  # port in Host is ignored
     missing = _plain(ingress, "/", "nobody.example.com")
     assert missing.status_code == 404 and "no VirtualService bound" in missing.text

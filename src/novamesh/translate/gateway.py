@@ -38,6 +38,7 @@ from typing import Any
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 
+from ..observe.envoy_config import PEER_HEADER, SOURCE_HEADER
 from ..config.names import resolve_host
 from ..config.resource import Resource
 from ..config.types_gateway import GatewaySpec, Server, served_hosts, server_host_parts
@@ -171,7 +172,15 @@ def _route_config(name: str, vhosts: list[dict[str, Any]], used: set[str]) -> di
                 ],
             }
         ]
-    return {"name": name, "virtual_hosts": vhosts, "validate_clusters": False}
+    return {
+        "name": name,
+        "virtual_hosts": vhosts,
+        "validate_clusters": False,
+        # The mesh's identity headers stay inside the mesh: an outside caller can neither forge
+        # the source of its request nor read which workload answered.
+        "request_headers_to_remove": [SOURCE_HEADER],
+        "response_headers_to_remove": [PEER_HEADER],
+    }
 
 
 def _tls_socket(server: Server) -> dict[str, Any]:
