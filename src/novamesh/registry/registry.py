@@ -113,9 +113,12 @@ class Registry:
         self._retention = service_retention
         self._departed: dict[tuple[str, str], tuple[tuple[WorkloadPort, ...], float]] = {}
         self._version = 0
+        # Agents cannot heartbeat while the control plane is down, so a restart gives every
+        # persisted lease a fresh TTL instead of expiring the whole mesh at once.
+        fresh = clock.time() + lease_ttl
         for data, expires in store.load_workloads():
             w = Workload.from_dict(data)
-            self._entries[w.id] = _Entry(w, expires)
+            self._entries[w.id] = _Entry(w, max(expires, fresh))
 
     @property
     def version(self) -> int:
