@@ -31,6 +31,7 @@ import yaml
 from .agent.workload import PROTOCOLS as _PROTOCOLS
 from .errors import ConfigError, ControlPlaneUnavailable, NovameshError, Violation
 from .settings import Settings
+from .stack_ha import parse_ha, start_ha_control_plane
 
 __all__ = [
     "PortSpec",
@@ -117,6 +118,8 @@ class ControlPlaneSpec:
     http_port: int | None = None
     xds_port: int | None = None
     settings: Mapping[str, str] = field(default_factory=dict, hash=False)
+    replicas: int = 1
+    store: str = "sqlite"  # "etcd": a local etcd cluster (stack_ha)
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class Stack:
 # -- loading and validation ------------------------------------------------------------------
 
 _TOP_KEYS = ("name", "controlPlane", "workloads", "config")
-_CP_KEYS = ("dataDir", "httpPort", "xdsPort", "settings")
+_CP_KEYS = ("dataDir", "httpPort", "xdsPort", "settings", "replicas", "store")
 _WORKLOAD_KEYS = ("service", "namespace", "version", "ports", "replicas", "command", "env")
 _PORT_KEYS = ("number", "protocol", "name", "appPort")
 
@@ -308,7 +311,9 @@ def _control_plane(check: _Checker, raw: object, base: Path) -> ControlPlaneSpec
                 check.add(path, f"must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}")
                 continue
             settings[key] = str(value)
-    return ControlPlaneSpec(data_dir=data_dir, http_port=http_port, xds_port=xds_port, settings=settings)
+    replicas, store = parse_ha(check, cp)  # HA stacks: stack_ha.py
+    return ControlPlaneSpec(data_dir=data_dir, http_port=http_port, xds_port=xds_port, settings=settings,
+                            replicas=replicas, store=store)  # fmt: skip
 
 
 def _workload(check: _Checker, raw: object, path: str) -> WorkloadSpec | None:
@@ -570,6 +575,8 @@ class StackRunner:
         host = "127.0.0.1" if eff.bind_host in ("0.0.0.0", "::", "") else eff.bind_host
         self.url = f"http://{host}:{eff.http_port}"
         self.settings = eff.replace(data_dir=str(self.data_dir), control_plane_url=self.url)
+        self.agent_url = self.url
+        """What workloads get as --control-plane (every replica's URL in an HA stack)."""
         self.stack = stack
         self.log_dir = self.data_dir / "logs"
         self.state_file = self.data_dir / STATE_FILE
@@ -603,7 +610,7 @@ class StackRunner:
         for port in workload.ports:
             argv += ["--port", port.run_flag()]
         command = [sys.executable if a == "python" else a for a in workload.command[:1]] + list(workload.command[1:])
-        return [*argv, "--control-plane", self.url, "--", *command]
+        return [*argv, "--control-plane", self.agent_url, "--", *command]
 
     # -- up ----------------------------------------------------------------------------------
 
@@ -659,6 +666,8 @@ class StackRunner:
         return proc
 
     def _start_control_plane(self, say: Progress) -> None:
+        if self.stack.control_plane.store == "etcd":
+            return start_ha_control_plane(self, say)
         say(f"starting the control plane on {self.url} (data in {self.data_dir})")
         proc = self._spawn("control-plane", "control-plane", self.control_plane_argv(),
                            self.log_dir / "control-plane.log", self.process_env())
@@ -828,7 +837,7 @@ def _stop(procs: list[_Proc], settings: Settings, say: Progress) -> None:
     workload_grace = settings.deregister_grace + settings.drain_time + settings.stop_timeout + 5
     # Clients first (they make the traffic), then servers, then the control plane.
     for role, grace in (("client", workload_grace), ("workload", workload_grace),
-                        ("control-plane", settings.stop_timeout + 5)):
+                        ("control-plane", settings.stop_timeout + 5), ("etcd", 15.0)):
         group = [p for p in procs if p.role == role]
         alive = [p for p in group if p.alive()]
         if alive:

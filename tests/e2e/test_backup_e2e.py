@@ -89,7 +89,7 @@ def test_backup_wipe_restore_through_the_cli(mesh: LocalMesh, tmp_path: Path) ->
     newest = poll(lambda: [p for p in list_backups(scheduled) if "-r000002-" in p.name], 30, "a scheduled backup of revision 2")
     assert verify_backup(read_backup_file(newest[0])).manifests == before
 
-    made = mesh.cli("backup", "-o", str(tmp_path / "b.json"), *pw)
+    made = mesh.cli("backup", "-o", str(tmp_path / "b.json"), "--no-ca", *pw)  # the CA's part: test_backup_ca_e2e.py
     assert made.returncode == 0, made.stderr
     assert "revision 2" in made.stdout and "3 resource(s)" in made.stdout
     doc = json.loads((tmp_path / "b.json").read_text())

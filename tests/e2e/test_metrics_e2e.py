@@ -1,7 +1,7 @@
 """Workload and control-plane metrics through real Envoy, scraped by a real Prometheus.
 
 One mesh per module: ``client`` (a sidecar with no app) → ``front`` (echo, calls ``back``) →
-``back`` (echo), and a TCP echo ``tcpecho``. A VirtualService aborts requests to ``front`` carrying ``x-fault: abort`` with
+``back`` (echo), a TCP echo ``tcpecho``, and an ingress gateway (``shop.example.com`` → back). A VirtualService aborts requests to ``front`` carrying ``x-fault: abort`` with
 503 at the client's sidecar (response flag FI). Traffic is sent in two phases with the same
 success ratio (4:1 ok:500), the first before Prometheus starts, so every series exists from
 Prometheus' first scrape and Flagger's rate-ratio query is exactly that ratio.
@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,27 @@ async def main():
 asyncio.run(main())
 """
 
+GATEWAY = "istio-ingressgateway"
+GATEWAY_CONFIG = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/ingress]
+  http:
+  - route: [{destination: {host: back}}]
+"""
+
 SUCCESS_RATE = (
     'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="default",'
     'destination_workload=~"front-v1",response_code!~"5.*"}[1m])) / '
@@ -78,11 +99,25 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.run("front", ports=[9080], command=[sys.executable, "-m", "novamesh.testing.echo", "--call", "http://back:9080/"])
         m.run("tcpecho", ports=["3307/tcp"], command=[sys.executable, "-c", TCP_SERVER])
         m.client("client")
-        m.apply(FAULT_VS)
+        _gateway(m)
+        m.apply(FAULT_VS + "---" + GATEWAY_CONFIG)
         m.wait_synced()
         yield m
     finally:
         m.close()
+
+
+def _gateway(mesh: LocalMesh) -> WorkloadProcess:
+    """Start `novamesh gateway` (istio=ingressgateway) and wait until it is ready."""
+    cmd = [sys.executable, "-m", "novamesh", "gateway", "--name", GATEWAY, "--namespace", "istio-system",
+           "--label", "istio=ingressgateway"]
+    log_path = mesh.root / f"{GATEWAY}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=mesh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wp = WorkloadProcess(GATEWAY, "", "istio-system", proc, log_path, mesh)
+    mesh.workloads.append(wp)  # mesh.close() stops it
+    mesh.wait_ready(wp)
+    return wp
 
 
 def _wl(mesh: LocalMesh, service: str) -> WorkloadProcess:
@@ -145,7 +180,11 @@ def test_each_sidecar_reports_istio_labels(mesh: LocalMesh, phase1: list[httpx.R
     # The fault abort never reached front: the client's sidecar answered 503 with flag FI.
     assert _requests(client, **src, destination_workload="unknown", response_code="503", response_flags="FI") == 1
     dst = {"reporter": "destination", "source_workload": "client-v1", "destination_workload": "front-v1",
-           "destination_app": "front", "destination_service": FRONT, "connection_security_policy": "none"}
+           "destination_app": "front", "destination_service": FRONT}
+    # The policy follows the connection: mutual_tls exactly when the caller's certificate (principal) is known.
+    for line in front.splitlines():
+        if line.startswith("istio_requests_total{") and 'reporter="destination"' in line:
+            assert ('connection_security_policy="mutual_tls"' in line) == ('source_principal="unknown"' not in line), line
     assert _requests(front, **dst, response_code="200") == 4
     assert _requests(front, **dst, response_code="500") == 1
     assert _requests(front, response_code="503") == 0
@@ -211,6 +250,98 @@ def test_tcp_metrics(mesh: LocalMesh) -> None:
         assert label in line
 
 
+def _tcp_series(text: str, metric: str, **labels: str) -> float:
+    """Sum of ``metric`` samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric + "{"):
+            body, value = line.rsplit(" ", 1)
+            if all(f'{k}="{v}"' in body for k, v in labels.items()):
+                total += float(value)
+    return total
+
+
+def _scrape_when(w: WorkloadProcess, check: Callable[[str], bool], message: str) -> str:
+    """Poll ``w``'s metrics until ``check`` holds for them; returns that scrape."""
+
+    def ready() -> str | None:
+        text = _scrape(w)
+        return text if check(text) else None
+
+    return str(poll(ready, 20, message))
+
+
+def test_tcp_source_reporter_counts_opened_while_open(mesh: LocalMesh) -> None:
+    client, tcpecho = _wl(mesh, "client"), _wl(mesh, "tcpecho")
+    poll(lambda: _tcp_exchange(client.address) == b"tcpecho:ping", 30, "TCP through the client's sidecar")
+    src = {"reporter": "source", "source_workload": "client-v1", "request_protocol": "tcp",
+           "destination_service": "tcpecho.default.svc.cluster.local", "destination_service_name": "tcpecho",
+           "destination_service_namespace": "default"}
+    opened, closed = "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"
+
+    def settled() -> str | None:  # every connection the client's Envoy proxied is reported, opened and closed
+        proxied = httpx.get(f"{client.admin_url}/stats", params={"filter": r"^tcp\.outbound\|3307\|\|tcpecho\..*\.downstream_cx_total$"},
+                            trust_env=False, timeout=5).text
+        text = _scrape(client)
+        n = _tcp_series(text, closed, **src)
+        return text if ":" in proxied and n == int(proxied.split(":")[1]) and _tcp_series(text, opened, **src) == n else None
+
+    before = poll(settled, 20, "earlier connections in the client's source metrics")
+    with socket.create_connection((client.address, 3307), timeout=5) as sock:
+        sock.sendall(b"ping")
+        data = b""
+        while not data.endswith(b"ping"):
+            chunk = sock.recv(65536)
+            assert chunk, "tcpecho closed the connection"
+            data += chunk
+        assert data == b"tcpecho:ping"
+        # Still open: counted opened (by both reporters), not closed.
+        during = _scrape_when(client, lambda t: _tcp_series(t, opened, **src) == _tcp_series(before, opened, **src) + 1,
+                              "the open connection counted opened by the client's sidecar")
+        assert _tcp_series(during, closed, **src) == _tcp_series(before, closed, **src)
+        poll(lambda: _tcp_series(_scrape(tcpecho), opened, reporter="destination") > _tcp_series(_scrape(tcpecho), closed, reporter="destination"),
+             20, "the open connection counted opened by tcpecho's sidecar")
+    after = _scrape_when(client, lambda t: _tcp_series(t, closed, **src) == _tcp_series(before, closed, **src) + 1,
+                         "the closed connection in the client's source metrics")
+    assert _tcp_series(after, opened, **src) == _tcp_series(before, opened, **src) + 1  # not counted twice
+    # Bytes as the client's sidecar counts them: 4 from the app ("ping"), 12 back to it.
+    received = "istio_tcp_received_bytes_total"
+    sent = "istio_tcp_sent_bytes_total"
+    assert _tcp_series(after, received, **src) - _tcp_series(before, received, **src) == 4
+    assert _tcp_series(after, sent, **src) - _tcp_series(before, sent, **src) == 12
+
+
+# -- ingress gateway --------------------------------------------------------------------------
+
+
+def _via_gateway(mesh: LocalMesh, headers: dict[str, str] | None = None) -> httpx.Response:
+    gw = _wl(mesh, GATEWAY)
+    return httpx.get(f"http://{gw.address}:8080/shop", headers={"host": "shop.example.com", **(headers or {})},
+                     timeout=5, trust_env=False)
+
+
+def test_gateway_reports_as_source_and_identity_cannot_be_forged(mesh: LocalMesh) -> None:
+    gw, back = _wl(mesh, GATEWAY), _wl(mesh, "back")
+    poll(lambda: _via_gateway(mesh).status_code == 200, 30, "the gateway routes shop.example.com to back")
+    from_gw = {"reporter": "destination", "source_workload": GATEWAY, "source_workload_namespace": "istio-system"}
+    src = {"reporter": "source", "source_workload": GATEWAY, "source_workload_namespace": "istio-system",
+           "destination_service": BACK, "destination_workload": "back-v1", "response_code": "200"}
+    base_back = _scrape_when(back, lambda t: _requests(t, **from_gw) >= 1, "back's series from the gateway")
+    base_gw = _scrape_when(gw, lambda t: _requests(t, **src) >= 1, "the gateway's source series")
+
+    forged = {"x-novamesh-source": "evil-v1,evil,evil,v1"}
+    responses = [_via_gateway(mesh, forged) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200] * 3
+    for r in responses:
+        assert "x-novamesh-peer" not in r.headers  # the serving workload stays hidden
+        # The app behind saw the gateway's identity header? No: the back sidecar removed it.
+        assert "x-novamesh-source" not in r.json()["headers"]
+    poll(lambda: _requests(_scrape(back), **from_gw) == _requests(base_back, **from_gw) + 3, 20, "back counted the gateway as source")
+    poll(lambda: _requests(_scrape(gw), **src) == _requests(base_gw, **src) + 3, 20, "the gateway reported as source")
+    assert _requests(_scrape(back), source_workload="evil-v1") == 0
+    assert _requests(_scrape(gw), source_workload="evil-v1") == 0
+
+
 # -- Prometheus -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prometheus(mesh: LocalMesh, phase1: list[httpx.Response], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -260,9 +391,9 @@ def _scalar(url: str, expr: str, at: float | None = None) -> float | None:
 def test_prometheus_scrapes_every_target(mesh: LocalMesh, prometheus: str) -> None:
     def all_up() -> bool:
         up = _query(prometheus, "up")
-        return len(up) == 5 and all(r["value"][1] == "1" for r in up)
+        return len(up) == 1 + len(mesh.workloads) and all(r["value"][1] == "1" for r in up)
 
-    poll(all_up, 30, "Prometheus scraping the control plane and four sidecars")
+    poll(all_up, 30, "Prometheus scraping the control plane, the four sidecars and the gateway")
     jobs = {r["metric"]["job"] for r in _query(prometheus, "up")}
     assert jobs == {"novamesh-control-plane", "novamesh-workloads"}
 
@@ -288,10 +419,12 @@ def test_flagger_and_dashboard_queries(mesh: LocalMesh, prometheus: str) -> None
     assert [(r["metric"], r["value"][1]) for r in _query(prometheus, fi)] == [
         ({"source_workload": "client-v1", "destination_service": FRONT, "response_code": "503"}, "4")
     ]
-    by_source = f'sum(istio_requests_total{{reporter="destination",destination_service="{BACK}"}}) by (source_workload)'
+    # (The gateway test's requests to back are left out.)
+    by_source = (f'sum(istio_requests_total{{reporter="destination",destination_service="{BACK}",'
+                 f'source_workload!="{GATEWAY}"}}) by (source_workload)')
     poll(lambda: _scalar(prometheus, f"sum({by_source})") == 25, 30, "back's phase 2 in Prometheus")
     assert [(r["metric"]["source_workload"], r["value"][1]) for r in _query(prometheus, by_source)] == [("front-v1", "25")]
-    assert _scalar(prometheus, "sum(pilot_xds)", at) == 4
+    assert _scalar(prometheus, "sum(pilot_xds)", at) == len(mesh.workloads)  # sidecars and the gateway
 
 
 # -- control plane ----------------------------------------------------------------------------
@@ -306,16 +439,18 @@ def _cp_metrics(mesh: LocalMesh) -> dict[str, float]:
 
 def test_control_plane_metrics_after_apply(mesh: LocalMesh) -> None:
     before = _cp_metrics(mesh)
-    assert before["pilot_xds{version=\"\"}"] == 4
+    assert before["pilot_xds{version=\"\"}"] == len(mesh.workloads)  # sidecars and the gateway
+    # The change is to a mesh VirtualService: every sidecar gets a push, the gateway none.
+    sidecars = len([w for w in mesh.workloads if w.service != GATEWAY])
     mesh.apply(FAULT_VS.replace("x-fault", "x-fault2"))
     mesh.wait_synced()
 
     def converged() -> dict[str, float] | None:
         now = _cp_metrics(mesh)
-        return now if now["pilot_proxy_convergence_time_count"] >= before["pilot_proxy_convergence_time_count"] + 4 else None
+        return now if now["pilot_proxy_convergence_time_count"] >= before["pilot_proxy_convergence_time_count"] + sidecars else None
 
     after = poll(converged, 20, "a convergence sample per proxy")
-    assert after['pilot_xds_pushes{type="rds"}'] >= before['pilot_xds_pushes{type="rds"}'] + 4
+    assert after['pilot_xds_pushes{type="rds"}'] >= before['pilot_xds_pushes{type="rds"}'] + sidecars
     assert after["novamesh_config_revision"] == before["novamesh_config_revision"] + 1
     assert after['pilot_total_xds_rejects{type="lds"}'] == 0
     assert after["citadel_server_csr_count"] == 0  # defined; zero until the CA exists

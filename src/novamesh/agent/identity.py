@@ -103,11 +103,19 @@ class WorkloadIdentity:
         """When the current certificate is renewed (epoch seconds)."""
         self.renewals = 0
         self.failures = 0
+        self._preferred = 0
+
+    @property
+    def targets(self) -> list[str]:
+        """``host:port`` of every replica's CSR service (``csr_addresses``), else the one."""
+        listed = [a.strip() for a in self.settings.csr_addresses.split(",") if a.strip()]
+        return listed or [f"{self.settings.xds_host}:{self.settings.csr_port}"]
 
     @property
     def target(self) -> str:
-        """``host:port`` of the CSR service."""
-        return f"{self.settings.xds_host}:{self.settings.csr_port}"
+        """The CSR service tried first: the one that answered last."""
+        targets = self.targets
+        return targets[self._preferred % len(targets)]
 
     async def _request(self, roots_pem: bytes, *, token: str | None) -> Certificate:
         key = pki.generate_key(self.settings.ca_key_type)
@@ -115,9 +123,23 @@ class WorkloadIdentity:
         current = None
         if token is None and self.current is not None:
             current = (self.current.chain_pem, pki.load_key(self.current.key_pem))
-        chain, roots = await request_certificate(
-            self.target, roots_pem, csr, token=token, current=current, ttl=self.settings.cert_ttl
-        )
+        targets = self.targets
+        for attempt in range(len(targets)):
+            index = (self._preferred + attempt) % len(targets)
+            try:
+                chain, roots = await request_certificate(
+                    targets[index], roots_pem, csr, token=token, current=current, ttl=self.settings.cert_ttl
+                )
+            except grpc.aio.AioRpcError as exc:
+                # Another replica serves the same CA: move on when this one is unreachable;
+                # a refusal is an answer, not an outage.
+                unreachable = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if not unreachable or attempt == len(targets) - 1:
+                    raise
+                log.warning("CSR service at %s unreachable (%s); trying the next replica", targets[index], exc.details())
+                continue
+            self._preferred = index
+            break
         cert = Certificate(chain, pki.key_pem(key), roots, self.clock.time())
         got = pki.spiffe_of(cert.leaf)
         if got != self.identity:

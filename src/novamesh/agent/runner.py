@@ -42,6 +42,7 @@ from .envoy import EnvoyProcess
 from .health import HealthServer
 from .identity import WorkloadIdentity, start_identity
 from .sds import add_sds
+from ..config.names import TLS_MODE_LABEL
 from .metrics import Telemetry, start_telemetry
 from .process import die_with_parent, exit_status, first_of, terminate
 from .registration import Registration
@@ -80,6 +81,8 @@ class Agent:
         self.client = client or ControlPlaneClient(settings.control_plane_url)
         self._owns_client = client is None
         self.bootstrap_builder = bootstrap_builder
+        self.identity: WorkloadIdentity | None = None
+        """Key, certificate and SDS server (None: the workload runs without identity)."""
         self.registration = Registration(
             self.client, self._spec(()), address=config.address, clock=self.clock, ready_probe=self.check_ready
         )
@@ -95,8 +98,6 @@ class Agent:
         self._health: HealthServer | None = None
         self._telemetry: Telemetry | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self.identity: WorkloadIdentity | None = None
-        """Key, certificate and SDS server (None: the workload runs without identity)."""
 
     def _spec(self, ports: tuple[Any, ...]) -> WorkloadSpec:
         c = self.config
@@ -115,7 +116,10 @@ class Agent:
         """The workload's labels: Istio's ``app`` and ``version`` (what DestinationRule subsets
         usually select on; a gateway has no version), overridden by ``--label``."""
         version = {"version": self.config.version} if self.config.version else {}
-        return {"app": self.config.service, **version, **self.config.labels}
+        # Istio's marker of a sidecar holding a mesh certificate: clients use mTLS towards it. Not
+        # on gateways: their servers speak what the Gateway resource says (plain text or TLS).
+        tls = {TLS_MODE_LABEL: "istio"} if self.identity is not None and self.config.kind != "gateway" else {}
+        return {"app": self.config.service, **version, **self.config.labels, **tls}
 
     @property
     def app_host(self) -> str:
@@ -208,6 +212,10 @@ class Agent:
         self.identity = await self._unless_stopped(
             start_identity(s, self.workdir, self.config.namespace, self.config.service_account)
         )
+        if self.identity is not None:  # the proxy has a certificate to present (translate/mtls.py)
+            labels = {**self.labels, TLS_MODE_LABEL: "istio"}
+            self.proxy = dataclasses.replace(self.proxy, labels=tuple(sorted(labels.items())))
+            await self._unless_stopped(reg.register(self._spec(ports)))  # sidecars: clients use mTLS to it
         bootstrap = self.bootstrap_builder(self.proxy, s)
         if self.identity is not None:
             add_sds(bootstrap, self.identity.sds.socket_path, s)  # and mTLS xDS when xds_tls_port >= 0

@@ -61,6 +61,7 @@ CATALOGUE: dict[str, MessageType] = _types(
     MessageType("IST0110", "ConflictingSidecarWorkloadSelectors", _E, "A Sidecar selects the same workload as another Sidecar."),
     MessageType("IST0111", "MultipleSidecarsWithoutWorkloadSelectors", _E, "More than one Sidecar in a namespace has no workload selector."),
     MessageType("IST0112", "VirtualServiceDestinationPortSelectorRequired", _E, "A route goes to another service with more than one port but names no port."),
+    MessageType("IST0113", "MTLSPolicyConflict", _E, "A DestinationRule and a PeerAuthentication are in conflict with regards to mTLS."),
     MessageType("IST0118", "PortNameIsNotUnderNamingConvention", _I, "A ServiceEntry port has no protocol and its name does not say one; it is treated as TCP."),
     MessageType("IST0127", "NoMatchingWorkloadsFound", _W, "A workload selector matches no workload."),
     MessageType("IST0128", "NoServerCertificateVerificationDestinationLevel", _W, "A DestinationRule originates TLS without caCertificates, so the server certificate is not verified."),

@@ -45,13 +45,15 @@ def register(app: typer.Typer) -> None:
         output: Optional[str] = typer.Option(None, "--output", "-o", help="File to write ('-' for stdout); default novamesh-backup-r<REV>-<UTC time>.json here."),
         passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help=PASSPHRASE_HELP + " Seals the backup (HMAC) and encrypts CA material."),
         force: bool = typer.Option(False, "--force", help="Overwrite FILE if it exists."),
+        no_ca: bool = typer.Option(False, "--no-ca", help="Leave the CA's root key and certificates out (they need a passphrase)."),
         control_plane: Optional[str] = ControlPlaneOpt,
     ) -> None:
         """Write every resource at the current revision, metadata and a checksum to one file."""
         try:
             passphrase = read_passphrase(passphrase_file)
             client = client_for(control_plane)
-            doc = client.post("/api/v1/backup", {"passphrase": passphrase}) if passphrase else client.get("/api/v1/backup")
+            doc = (client.post("/api/v1/backup", {"passphrase": passphrase, "include_ca": not no_ca}) if passphrase
+                   else client.get("/api/v1/backup" + ("?include_ca=false" if no_ca else "")))
             verified = verify_backup(doc, passphrase=passphrase, file="<control plane answer>")  # nothing broke in transit
             if output == "-":
                 sys.stdout.write(dump_backup(doc))
@@ -67,6 +69,8 @@ def register(app: typer.Typer) -> None:
             fail(exc)
         out.print(f"backup of {_describe(verified.metadata)} written to {path}", highlight=False)
         out.print(f"sha256 {verified.checksum}", style="dim", highlight=False)
+        if verified.ca_material is not None:
+            out.print("includes the CA (root keys and certificates), encrypted with the passphrase", highlight=False)
         if not passphrase:
             err.print(f"note: not sealed with a passphrase, so the checksum catches corruption but not deliberate edits; "
                       f"pass --passphrase-file or set {PASSPHRASE_ENV} to seal it", style="dim", highlight=False)
@@ -79,6 +83,9 @@ def register(app: typer.Typer) -> None:
         passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help=PASSPHRASE_HELP + " Needed for sealed backups."),
         author: str = typer.Option("", "--author", help="Recorded in the history (default: your user name)."),
         message: str = typer.Option("", "--message", "-m", help="Recorded in the history (default: which backup was restored)."),
+        replace_ca: bool = typer.Option(False, "--replace-ca", help="Replace a different root CA this control plane has "
+                                        "(workloads holding its certificates stop being trusted until they renew)."),
+        no_ca: bool = typer.Option(False, "--no-ca", help="Restore only the config, not the backup's CA material."),
         control_plane: Optional[str] = ControlPlaneOpt,
     ) -> None:
         """Make the config equal to a backup, as ONE revision, after verifying it; report what changed."""
@@ -93,6 +100,7 @@ def register(app: typer.Typer) -> None:
             result = client_for(control_plane).post("/api/v1/restore", {
                 "backup": doc, "passphrase": passphrase, "dry_run": dry_run,
                 "author": author or user_name(), "message": message, "file": str(file),
+                "replace_ca": replace_ca, "restore_ca": not no_ca,
             })
         except NovameshError as exc:
             fail(exc)
@@ -105,6 +113,8 @@ def _report(result: dict[str, Any], file: str) -> None:
     for warning in result.get("warnings", []):
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     print_diff(result.get("diff", ""))
+    if result.get("ca") and result["ca"] != "not in the backup":
+        err.print(f"CA: {result['ca']}", highlight=False)
     suffix = " (dry run)" if result.get("dry_run") else ""
     for ch in result["changes"]:
         out.print(f"{ch['kind'].lower()}/{ch['name']} ({ch['namespace']}) {ch['action']}{suffix}", highlight=False)

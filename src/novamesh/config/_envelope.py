@@ -29,9 +29,6 @@ __all__ = [
 ]
 
 NOT_YET_SUPPORTED_KINDS: tuple[str, ...] = (
-    "PeerAuthentication",
-    "AuthorizationPolicy",
-    "RequestAuthentication",
     "EnvoyFilter",
     "WorkloadGroup",
     "ProxyConfig",

@@ -25,6 +25,7 @@ from .types_sidecar import SIDECAR_NOT_YET_SUPPORTED
 from .types_gateway import GATEWAY_NOT_YET_SUPPORTED
 from .types_telemetry import TELEMETRY_NOT_YET_SUPPORTED
 from .types_mesh import MESH_NOT_YET_SUPPORTED
+from .types_authz import AUTHZ_NOT_YET_SUPPORTED
 from .types import (
     PROTOCOLS,
     DestinationRuleSpec,
@@ -43,6 +44,7 @@ NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
     **GATEWAY_NOT_YET_SUPPORTED,
     **TELEMETRY_NOT_YET_SUPPORTED,
     **MESH_NOT_YET_SUPPORTED,
+    **AUTHZ_NOT_YET_SUPPORTED,
     HTTPRoute: ("delegate", "mirrorPercent"),
     HTTPMatchRequest: ("statPrefix",),
     DestinationRuleSpec: ("workloadSelector",),

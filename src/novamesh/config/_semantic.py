@@ -27,6 +27,8 @@ from ._semantic_http import check_http_policies
 from ._semantic_telemetry import check_telemetry
 from .types_telemetry import TelemetrySpec
 from ._semantic_mesh import check_mesh_config
+from ._semantic_authz import AUTHZ_CHECKERS
+from ._semantic_security import PEER_AUTHN_CHECKERS
 from .types_mesh import MeshConfigSpec
 from ._semantic_traffic import traffic_policy_problems
 from ._syntax import host_problem, is_cidr, is_dns1123_label, is_ip, regex_error
@@ -400,4 +402,6 @@ _CHECKERS: dict[str, Callable[[Spec], list[Problem]]] = {
     "Gateway": check_gateway,
     "Telemetry": lambda spec: check_telemetry(spec) if isinstance(spec, TelemetrySpec) else [],
     "MeshConfig": lambda spec: check_mesh_config(spec) if isinstance(spec, MeshConfigSpec) else [],
+    **AUTHZ_CHECKERS,
+    **PEER_AUTHN_CHECKERS,
 }

@@ -198,8 +198,7 @@ def _tls(tls: ClientTLSSettings | None, path: str) -> list[Problem]:
     if tls is None:
         return []
     if tls.mode == "ISTIO_MUTUAL":
-        return [Problem(f"{path}.mode", f"mode ISTIO_MUTUAL is not supported by novamesh yet (see {_FIELDS_DOC})",
-                        "remove 'tls' for mesh services; use SIMPLE or MUTUAL with certificate files for external ones")]
+        return []  # mesh mTLS with the workload certificate (translate/mtls.py)
     problems: list[Problem] = []
     if tls.mode == "MUTUAL":
         for alias, value in (("clientCertificate", tls.client_certificate), ("privateKey", tls.private_key)):

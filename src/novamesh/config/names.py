@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 __all__ = [
+    "TLS_MODE_LABEL",
     "resolve_host",
     "service_fqdn",
     "outbound_cluster",
@@ -71,6 +72,10 @@ def parse_outbound_cluster(name: str) -> tuple[int, str, str] | None:
         return None
 
 
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+"""Istio's workload / endpoint label ``istio``: the workload's sidecar holds a mesh certificate."""
+
+
 def spiffe_id(trust_domain: str, namespace: str, service_account: str) -> str:
     """``spiffe://<trust-domain>/ns/<ns>/sa/<sa>``."""
     return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}"
@@ -99,6 +104,15 @@ KIND_ALIASES: dict[str, str] = {
     "meshconfig": "MeshConfig",
     "meshconfigs": "MeshConfig",
     "mesh-config": "MeshConfig",
+    "authorizationpolicy": "AuthorizationPolicy",
+    "authorizationpolicies": "AuthorizationPolicy",
+    "ap": "AuthorizationPolicy",
+    "requestauthentication": "RequestAuthentication",
+    "requestauthentications": "RequestAuthentication",
+    "ra": "RequestAuthentication",
+    "peerauthentication": "PeerAuthentication",
+    "peerauthentications": "PeerAuthentication",
+    "pa": "PeerAuthentication",
 }
 
 

@@ -15,9 +15,11 @@ from pydantic import Field, field_validator
 from .base import Destination, Duration, Percent, PortSelector, Spec, StringMatch, WorkloadSelector, parse_duration
 from .types_traffic import TrafficPolicy
 from .types_sidecar import SidecarSpec, TCPRoute, TLSRoute
+from .types_security import PeerAuthenticationSpec
 from .types_gateway import GatewaySpec
 from .types_telemetry import TelemetrySpec
 from .types_mesh import MESH_CONFIG_GROUP, MeshConfigSpec
+from .types_authz import SECURITY_GROUP, AuthorizationPolicySpec, RequestAuthenticationSpec
 from .types_http import CorsPolicy, Headers, HTTPDirectResponse, HTTPFaultInjection, HTTPMirrorPolicy, HTTPRedirect, HTTPRetry, HTTPRewrite
 
 __all__ = [
@@ -160,12 +162,16 @@ SPEC_TYPES: dict[str, type[Spec]] = {
     "Gateway": GatewaySpec,
     "MeshConfig": MeshConfigSpec,  # novamesh.io/v1alpha1; see types_mesh.py
     "Telemetry": TelemetrySpec,  # telemetry.istio.io; see types_telemetry.py
+    "AuthorizationPolicy": AuthorizationPolicySpec,  # security.istio.io; see types_authz.py
+    "RequestAuthentication": RequestAuthenticationSpec,  # security.istio.io
+    "PeerAuthentication": PeerAuthenticationSpec,  # security.istio.io; see types_security.py
 }
 """Kinds accepted today, mapped to their spec model."""
 
 API_GROUPS: dict[str, tuple[str, ...]] = {
     "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
     "telemetry.istio.io": ("v1", "v1alpha1"),  # Telemetry only
+    SECURITY_GROUP: ("v1", "v1beta1"),  # AuthorizationPolicy, RequestAuthentication
     MESH_CONFIG_GROUP: ("v1alpha1",),  # MeshConfig only (checked in _semantic_mesh.py)
 }
 """API groups and versions accepted (``apiVersion: <group>/<version>``)."""

@@ -21,6 +21,7 @@ from .types_http import HTTPRetry
 from .types_sidecar import OutboundTrafficPolicy
 from .types_traffic import ConnectionPoolSettings, OutlierDetection
 from .types_telemetry import ExtensionProvider
+from .types_authz import PathNormalization
 
 __all__ = [
     "MESH_CONFIG_API_VERSION",
@@ -71,6 +72,8 @@ class MeshConfigSpec(Spec):
     """REGISTRY_ONLY / ALLOW_ANY for proxies no Sidecar gives a policy (Istio's field)."""
     extension_providers: list[ExtensionProvider] = Field(default_factory=list)
     """Tracing providers a Telemetry can name (Istio's field; see types_telemetry.py)."""
+    path_normalization: PathNormalization | None = None
+    """Inbound path normalization where policies apply (Istio's field; see translate/authz.py)."""
 
     def timeout_seconds(self) -> float:
         """``defaultHttpTimeout`` in seconds (0: no mesh-wide timeout)."""
@@ -101,7 +104,6 @@ MESH_NOT_YET_SUPPORTED: dict[type[BaseModel], tuple[str, ...]] = {
         "protocolDetectionTimeout",
         "dnsRefreshRate",
         "discoverySelectors",
-        "pathNormalization",
         "serviceSettings",
         "inboundTrafficPolicy",
         "ingressClass",

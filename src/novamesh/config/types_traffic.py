@@ -114,8 +114,8 @@ class OutlierDetection(Spec):
 class ClientTLSSettings(Spec):
     """TLS the sidecar originates to the destination (for services outside the mesh).
 
-    Certificate paths are files on the sidecar's host, read by Envoy. ``ISTIO_MUTUAL`` is rejected
-    until mesh mTLS lands.
+    Certificate paths are files on the sidecar's host, read by Envoy. ``ISTIO_MUTUAL`` uses the
+    workload's mesh certificate (translate/mtls.py).
     """
 
     mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] = "DISABLE"

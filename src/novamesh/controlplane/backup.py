@@ -2,7 +2,7 @@
 
 A backup holds every resource manifest at one revision, metadata (format version, novamesh
 version, creation time, source control plane, revision, trust domain, resource count), the CA
-material when a CA is plugged in (always encrypted with a passphrase) and an ``integrity``
+material (the CA's store secrets, see ``backup_ca``; always encrypted with a passphrase) and an ``integrity``
 section. Layout and threat model: docs/backup.md.
 
 Entry points and what they raise (every refusal is a :class:`ConfigError` whose violations say
@@ -87,7 +87,7 @@ _REFUSED = "backup refused"
 
 
 class CaMaterialStore(Protocol):
-    """What a CA offers backups (the CA arrives later; until then callers pass None)."""
+    """What a CA offers backups (implemented by ``backup_ca.StoreCaMaterial``)."""
 
     def export_material(self) -> bytes | None:
         """The CA's key and certificates as bytes, or None while there is no CA yet."""
@@ -325,6 +325,8 @@ async def restore_mesh(
     label = f"backup of revision {meta['revision']} from {meta['source']} ({meta['created']})"
     from .guard import guarded  # Envoy validation of the restored config runs in a worker thread
 
+    if backup.ca_material is not None and ca is not None:
+        ca.import_material(backup.ca_material, dry_run=True)  # a CA refusal comes before any change
     result = await guarded(mesh, lambda: mesh.replace_all(backup.manifests, author=author, message=message or f"restore {label}", dry_run=dry_run, source=file))
     warnings = []
     for name in ("trust_domain", "domain_suffix"):
@@ -334,7 +336,7 @@ async def restore_mesh(
     if backup.ca_material is None:
         ca_status = "not in the backup"
     elif ca is None:
-        ca_status = "in the backup and decrypted, not restored: this control plane has no CA to restore it into"
+        ca_status = "in the backup and decrypted, not restored (--no-ca, or this control plane has no CA to restore it into)"
         warnings.append(ca_status)
     else:
         ca_status = ca.import_material(backup.ca_material, dry_run=dry_run)

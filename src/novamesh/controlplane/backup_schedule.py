@@ -25,6 +25,7 @@ from typing import Any
 from ..clock import Clock
 from ..errors import NovameshError
 from .backup import build_backup, read_passphrase, write_backup_file
+from .backup_ca import StoreCaMaterial
 from .mesh import Mesh
 
 __all__ = ["BackupScheduler", "backup_file_name", "list_backups", "prune_backups", "start_scheduled_backups"]
@@ -148,6 +149,8 @@ class BackupScheduler:
             manifests, revision=revision, created=created, source=self.source,
             trust_domain=self.mesh.settings.trust_domain, domain_suffix=self.mesh.settings.domain_suffix,
             passphrase=passphrase,
+            # The CA goes in only encrypted: with a passphrase (unsealed scheduled backups skip it).
+            ca_material=StoreCaMaterial(self.mesh.store).export_material() if passphrase else None,
         )
         self.directory.mkdir(parents=True, exist_ok=True)
         write_backup_file(path, doc)

@@ -288,7 +288,7 @@ class ApplyGuard:
 
         def snap(resources: Mapping[ResourceKey, Resource]) -> MeshSnapshot:
             return build_snapshot(resources, workloads, revision=revision, registry_version=registry_version,
-                                  domain_suffix=s.domain_suffix, departed=departed)
+                                  domain_suffix=s.domain_suffix, departed=departed, trust_domain=s.trust_domain)
 
         cand_snap = snap(candidate)
         targets = _targets(cand_snap, current, candidate, keys, proxies)

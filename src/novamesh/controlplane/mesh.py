@@ -131,6 +131,8 @@ class Mesh:
             domain_suffix=self.settings.domain_suffix,
             departed=self.registry.departed_services(),
             mesh_telemetry=mesh_telemetry_from_settings(self.settings),
+            trust_domain=self.settings.trust_domain,
+            path_normalization=self.settings.path_normalization,
         )
 
     def push(self) -> None:

@@ -117,6 +117,16 @@ class MeshSnapshot:
     """Tracing and access-log providers and defaults (from settings)."""
     mesh_config: Resource | None = None
     """The MeshConfig ``istio-system/default`` (mesh-wide defaults), if any; translate/mesh_defaults.py reads it."""
+    authorization_policies: tuple[Resource, ...] = ()
+    """AuthorizationPolicy resources, sorted by key (translate/authz.py)."""
+    request_authentications: tuple[Resource, ...] = ()
+    """RequestAuthentication resources, sorted by key (translate/jwt.py)."""
+    path_normalization: str = ""
+    """Setting ``path_normalization`` (translate/authz.py; MeshConfig ``pathNormalization`` wins)."""
+    peer_authentications: tuple[Resource, ...] = ()
+    """PeerAuthentication resources, sorted by key (translate/peer_authn.py)."""
+    trust_domain: str = "cluster.local"
+    """SPIFFE trust domain of this mesh's workload identities (mTLS SAN checks)."""
 
     def gateways_selecting(self, labels: Mapping[str, str]) -> tuple[Resource, ...]:
         """Gateways whose selector picks a gateway workload with ``labels`` (Istio: in every
@@ -273,6 +283,8 @@ def build_snapshot(
     domain_suffix: str = "cluster.local",
     departed: Iterable[tuple[str, str, tuple[WorkloadPort, ...]]] = (),
     mesh_telemetry: MeshTelemetry | None = None,
+    trust_domain: str = "cluster.local",
+    path_normalization: str = "",
 ) -> MeshSnapshot:
     """Pure: build the indexed snapshot from a config set and the registry's workloads."""
     by_kind: dict[str, list[Resource]] = {}
@@ -321,4 +333,9 @@ def build_snapshot(
         telemetries=tuple(by_kind.get("Telemetry", [])),
         mesh_telemetry=mesh_telemetry or MeshTelemetry(),
         mesh_config=resources.get((MESH_CONFIG_KIND, ROOT_NAMESPACE, MESH_CONFIG_NAME)),
+        authorization_policies=tuple(by_kind.get("AuthorizationPolicy", [])),
+        request_authentications=tuple(by_kind.get("RequestAuthentication", [])),
+        path_normalization=path_normalization,
+        peer_authentications=tuple(by_kind.get("PeerAuthentication", [])),
+        trust_domain=trust_domain,
     )

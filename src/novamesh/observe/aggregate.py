@@ -12,12 +12,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
 from .envoy_config import LOG_INBOUND, METADATA_NAMESPACE
-from .workload_metrics import WorkloadMetrics
+from .workload_metrics import HTTP_LABELS, TCP_LABELS, WorkloadMetrics
 
-__all__ = ["LocalIdentity", "Peer", "response_flags", "http_labels", "tcp_labels", "record_http", "record_tcp", "UNKNOWN"]
+__all__ = [
+    "LocalIdentity",
+    "Peer",
+    "response_flags",
+    "http_labels",
+    "tcp_labels",
+    "record_http",
+    "record_tcp",
+    "UNKNOWN",
+]
 
 UNKNOWN = "unknown"
 
@@ -53,6 +63,10 @@ _FLAG_CODES = (
 )
 
 
+_CACHE_MAX = 4096
+"""Bound of each parse cache below (cleared when full: header values are caller-controlled)."""
+
+
 @dataclass(frozen=True)
 class Peer:
     """One side of a request: workload, namespace, app, version (Istio's workload labels)."""
@@ -65,6 +79,16 @@ class Peer:
     @classmethod
     def parse(cls, value: str) -> Peer:
         """From a ``workload,namespace,app,version`` header value; unknown parts stay unknown."""
+        peer = _PEERS.get(value)
+        if peer is None:
+            peer = cls._parse(value)
+            if len(_PEERS) >= _CACHE_MAX:
+                _PEERS.clear()
+            _PEERS[value] = peer
+        return peer
+
+    @classmethod
+    def _parse(cls, value: str) -> Peer:
         parts = [p.strip() or UNKNOWN for p in value.split(",")] if value else []
         parts += [UNKNOWN] * (4 - len(parts))
         return cls(*parts[:4])
@@ -80,12 +104,22 @@ class LocalIdentity:
 
     @property
     def service_name(self) -> str:
+        """The short name of the served service."""
         return self.service_fqdn.split(".")[0]
+
+
+_PEERS: dict[str, Peer] = {}
+_FLAG_BY_FIELD = dict(_FLAG_CODES)
+_FLAG_ORDER = {field: i for i, (field, _) in enumerate(_FLAG_CODES)}
+_SERVICES: dict[tuple[LocalIdentity, str, str], tuple[str, str, str]] = {}
 
 
 def response_flags(flags: accesslog_pb2.ResponseFlags) -> str:
     """Envoy's short codes (``"UF,URX"``), or ``"-"`` without any (Istio's convention)."""
-    codes = [code for field, code in _FLAG_CODES if getattr(flags, field, False)]
+    # ListFields() yields only the flags that are set (usually none): far cheaper than
+    # probing all of them.
+    set_fields = [f.name for f, v in flags.ListFields() if v is True and f.name in _FLAG_BY_FIELD]
+    codes = [_FLAG_BY_FIELD[name] for name in sorted(set_fields, key=_FLAG_ORDER.__getitem__)]
     if flags.HasField("unauthorized_details"):
         codes.append("UAEX")
     return ",".join(codes) or "-"
@@ -114,8 +148,20 @@ def _qualify(host: str, namespace: str, suffix: str) -> str:
 
 
 def _service_of(me: LocalIdentity, cluster: str, authority: str) -> tuple[str, str, str]:
-    """(destination_service, _name, _namespace) from the outbound cluster name, else (a local
-    reply such as a fault abort, before any cluster was picked) from the authority."""
+    """(destination_service, _name, _namespace), cached per (cluster, authority)."""
+    key = (me, cluster, authority)
+    found = _SERVICES.get(key)
+    if found is None:
+        found = _compute_service(me, cluster, authority)
+        if len(_SERVICES) >= _CACHE_MAX:
+            _SERVICES.clear()
+        _SERVICES[key] = found
+    return found
+
+
+def _compute_service(me: LocalIdentity, cluster: str, authority: str) -> tuple[str, str, str]:
+    """From the outbound cluster name, else (a local reply such as a fault abort, before any
+    cluster was picked) from the authority."""
     parts = cluster.split("|")
     if len(parts) == 4 and parts[0] == "outbound" and parts[3]:
         fqdn = parts[3]
@@ -142,89 +188,122 @@ def _uri(props: Any) -> str:
 
 def _sides(
     me: LocalIdentity, inbound: bool, common: accesslog_pb2.AccessLogCommon, authority: str, protocol: str
-) -> dict[str, str]:
+) -> tuple[tuple[str, ...], str, str]:
+    """(the peer labels of ``_PEER_LABELS`` in order, response_flags, connection_security_policy)."""
     src_principal = dst_principal = UNKNOWN
     if inbound:
         src, dst = Peer.parse(_metadata(common, "source")), me.peer
         svc = (me.service_fqdn, me.service_name, me.peer.namespace)
         # Only the server side sees the caller's certificate (the downstream TLS connection).
-        tls = common.tls_properties
-        src_principal = _uri(tls.peer_certificate_properties) or UNKNOWN
-        dst_principal = _uri(tls.local_certificate_properties) or UNKNOWN
+        if common.HasField("tls_properties"):
+            tls = common.tls_properties
+            src_principal = _uri(tls.peer_certificate_properties) or UNKNOWN
+            dst_principal = _uri(tls.local_certificate_properties) or UNKNOWN
         policy = "mutual_tls" if src_principal != UNKNOWN else "none"
     else:
         src, dst = me.peer, Peer.parse(_metadata(common, "peer"))
         svc = _service_of(me, common.upstream_cluster, authority)
         policy = UNKNOWN  # as in Istio: the client side does not report it
-    return {
-        "reporter": "destination" if inbound else "source",
-        "source_workload": src.workload,
-        "source_workload_namespace": src.namespace,
-        "source_principal": src_principal,
-        "source_app": src.app,
-        "source_version": src.version,
-        "destination_workload": dst.workload,
-        "destination_workload_namespace": dst.namespace,
-        "destination_principal": dst_principal,
-        "destination_app": dst.app,
-        "destination_version": dst.version,
-        "destination_service": svc[0],
-        "destination_service_name": svc[1],
-        "destination_service_namespace": svc[2],
-        "request_protocol": protocol,
-        "response_flags": response_flags(common.response_flags),
-        "connection_security_policy": policy,
-    }
+    peer = (
+        "destination" if inbound else "source",
+        src.workload, src.namespace, src_principal, src.app, src.version,
+        dst.workload, dst.namespace, dst_principal, dst.app, dst.version,
+        svc[0], svc[1], svc[2],
+        protocol,
+    )  # fmt: skip
+    return peer, response_flags(common.response_flags), policy
 
 
 def _header(headers: Any, name: str) -> str:
     return str(headers.get(name, "")) if headers is not None else ""
 
 
-def http_labels(me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> dict[str, str]:
-    """Every label of :data:`~.workload_metrics.HTTP_LABELS` for one HTTP access-log entry."""
+def _http_values(me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> tuple[str, ...]:
     req, resp = entry.request, entry.response
     grpc = _header(req.request_headers, "content-type").startswith("application/grpc")
-    labels = _sides(me, log_name == LOG_INBOUND, entry.common_properties, req.authority, "grpc" if grpc else "http")
+    peer, flags, policy = _sides(me, log_name == LOG_INBOUND, entry.common_properties, req.authority, "grpc" if grpc else "http")
     code = resp.response_code.value if resp.HasField("response_code") else 0
-    labels["response_code"] = str(code)
     status = _header(resp.response_trailers, "grpc-status") or _header(resp.response_headers, "grpc-status")
-    labels["grpc_response_status"] = status
-    return labels
+    return (*peer, str(code), flags, status, policy)
+
+
+def http_labels(me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> dict[str, str]:
+    """Every label of :data:`~.workload_metrics.HTTP_LABELS` for one HTTP access-log entry."""
+    return dict(zip(HTTP_LABELS, _http_values(me, log_name, entry), strict=True))
 
 
 def _ms(d: Any) -> float:
     return float(d.seconds) * 1000.0 + float(d.nanos) / 1e6
 
 
+_TUNNEL_UP = accesslog_pb2.AccessLogType.DownstreamTunnelSuccessfullyEstablished
+_TCP_UP = accesslog_pb2.AccessLogType.TcpUpstreamConnected
+_CONNECT = base_pb2.RequestMethod.Value("CONNECT")
+
+
 def record_http(metrics: WorkloadMetrics, me: LocalIdentity, log_name: str, entry: accesslog_pb2.HTTPAccessLogEntry) -> None:
-    """Count one HTTP entry into ``metrics``."""
+    """Count one HTTP entry into ``metrics``. A CONNECT tunnel to a TCP service (not the
+    loop-back of gRPC, whose requests are logged one by one) is counted as a TCP connection:
+    opened when its tunnel is up, closed with its bytes when it ends."""
     common = entry.common_properties
-    if common.intermediate_log_entry:
+    if entry.request.request_method == _CONNECT:
+        if common.upstream_cluster == _LOOP_CLUSTER:
+            return  # only carries the gRPC requests, each logged (and counted) on its own
+        if common.access_log_type == _TUNNEL_UP:
+            metrics.record_tcp_values(_tcp_values(me, log_name, common, entry.request.authority), sent=0, received=0, opened=1, closed=0)
+        elif not common.intermediate_log_entry:
+            up = entry.response.HasField("response_code") and entry.response.response_code.value == 200
+            metrics.record_tcp_values(
+                _tcp_values(me, log_name, common, entry.request.authority),
+                sent=int(entry.response.response_body_bytes),
+                received=int(entry.request.request_body_bytes),
+                opened=0 if up else 1,
+                closed=1,
+            )
+        return
+    if common.intermediate_log_entry or common.access_log_type == _TUNNEL_UP:
         return
     if common.HasField("duration"):
         ms = _ms(common.duration)
     else:
         ms = _ms(common.time_to_last_downstream_tx_byte)
-    metrics.record_request(
-        http_labels(me, log_name, entry), ms, int(entry.request.request_body_bytes), int(entry.response.response_body_bytes)
+    metrics.record_request_values(
+        _http_values(me, log_name, entry), ms, int(entry.request.request_body_bytes), int(entry.response.response_body_bytes)
     )
+
+
+_LOOP_CLUSTER = "outbound_loop"  # translate.tcp.LOOP_CLUSTER (not imported: observe stays below translate)
+
+
+def _tcp_values(me: LocalIdentity, log_name: str, common: accesslog_pb2.AccessLogCommon, authority: str = "") -> tuple[str, ...]:
+    peer, flags, policy = _sides(me, log_name == LOG_INBOUND, common, authority, "tcp")
+    return (*peer, flags, policy)
 
 
 def tcp_labels(me: LocalIdentity, log_name: str, entry: accesslog_pb2.TCPAccessLogEntry) -> dict[str, str]:
     """Every label of :data:`~.workload_metrics.TCP_LABELS` for one TCP access-log entry."""
-    return _sides(me, log_name == LOG_INBOUND, entry.common_properties, "", "tcp")
+    return dict(zip(TCP_LABELS, _tcp_values(me, log_name, entry.common_properties), strict=True))
 
 
 def record_tcp(metrics: WorkloadMetrics, me: LocalIdentity, log_name: str, entry: accesslog_pb2.TCPAccessLogEntry) -> None:
-    """Count one closed TCP connection (bytes both ways) into ``metrics``."""
-    if entry.common_properties.intermediate_log_entry:
+    """Count one TCP entry into ``metrics``: with ``flush_access_log_on_connected`` Envoy sends
+    one when the upstream connection is up (counted as opened) and one at close (closed, and
+    the bytes both ways; also opened if the upstream never connected, so every connection is
+    counted opened exactly once). Other intermediate (periodic) entries are ignored."""
+    common = entry.common_properties
+    if common.access_log_type == _TCP_UP:
+        metrics.record_tcp_values(_tcp_values(me, log_name, common), sent=0, received=0, opened=1, closed=0)
+        return
+    if common.intermediate_log_entry:
         return
     conn = entry.connection_properties
-    metrics.record_tcp(
-        tcp_labels(me, log_name, entry),
+    # The upstream connection's local address is set exactly when it was established (the
+    # moment Envoy sent the "connected" entry); without it, opened is counted now.
+    connected = common.HasField("upstream_local_address")
+    metrics.record_tcp_values(
+        _tcp_values(me, log_name, common),
         sent=int(conn.sent_bytes),
         received=int(conn.received_bytes),
-        opened=1,
+        opened=0 if connected else 1,
         closed=1,
     )

@@ -676,6 +676,8 @@ def _unsupported(desc: ServiceDescription, kind: str, resources: Mapping[Resourc
     if kind == "AuthorizationPolicy":
         for f in found:
             desc.fact("authorization", f"{f} may apply")
+        if not found:
+            desc.fact("authorization", "AuthorizationPolicy: none in this namespace or istio-system applies")
 
 
 def describe_workload(

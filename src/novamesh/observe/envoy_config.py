@@ -11,12 +11,17 @@ carries) and removed before the app sees them:
 * the server sidecar adds ``x-novamesh-peer`` (the same fields, for itself) to every inbound
   response; the client sidecar moves it into metadata ``novamesh.peer``.
 
+TCP connections are logged by tcp_proxy filters on both sides (:func:`add_tcp_telemetry` for a
+client's local TCP listeners). Gateways report like a client sidecar (:func:`add_gateway_telemetry`)
+behind :func:`edge_strip_filter`, which drops identity headers coming from outside.
+
 Only proxies whose bootstrap has the access-log cluster (``Proxy.telemetry_port`` set by the
 agent) get any of this, so plain Envoys and the golden scenarios are unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ..model.proxy import Proxy
@@ -33,6 +38,10 @@ __all__ = [
     "tcp_access_log",
     "als_cluster",
     "tcp_proxy_telemetry",
+    "add_tcp_telemetry",
+    "EDGE_STRIP_FILTER",
+    "edge_strip_filter",
+    "add_gateway_telemetry",
 ]
 
 ALS_CLUSTER = "novamesh_als"
@@ -81,7 +90,8 @@ def _http_access_log(log_name: str) -> dict[str, Any]:
 
 
 def tcp_access_log(log_name: str) -> dict[str, Any]:
-    """The ``access_log`` entry of a tcp_proxy filter (one entry per closed connection)."""
+    """The ``access_log`` entry of a tcp_proxy filter (with :func:`tcp_proxy_telemetry`'s
+    options: one entry when the upstream connection is up, one when it closes)."""
     return {
         "name": "envoy.access_loggers.tcp_grpc",
         "typed_config": {"@type": _TCP_GRPC_LOG, "common_config": _common(log_name)},
@@ -127,6 +137,43 @@ def add_http_telemetry(hcm: dict[str, Any], proxy: Proxy, *, inbound: bool) -> d
         log_name = LOG_OUTBOUND
     hcm["http_filters"] = [*filters, *hcm.get("http_filters", [])]
     hcm["access_log"] = [*hcm.get("access_log", []), _http_access_log(log_name)]
+    if not inbound:  # a CONNECT tunnel (TCP through the HTTP proxy) is counted opened when it is up
+        hcm.setdefault("access_log_options", {})["flush_log_on_tunnel_successfully_established"] = True
+    return hcm
+
+
+EDGE_STRIP_FILTER = "novamesh.edge_strip"
+
+
+def edge_strip_filter() -> dict[str, Any]:
+    """A gateway's first HTTP filter: drops ``x-novamesh-source`` from requests (an outside
+    caller cannot forge its identity) and ``x-novamesh-peer`` from responses (the serving
+    workload's identity does not leak out). A filter rather than the route's
+    ``request_headers_to_remove``: the router applies that after every filter, so it would also
+    drop the source header the gateway adds itself (:func:`add_gateway_telemetry`)."""
+    return {
+        "name": EDGE_STRIP_FILTER,
+        "typed_config": {
+            "@type": _HEADER_MUTATION,
+            "mutations": {
+                "request_mutations": [{"remove": SOURCE_HEADER}],
+                "response_mutations": [{"remove": PEER_HEADER}],
+            },
+        },
+    }
+
+
+def add_gateway_telemetry(hcm: dict[str, Any], proxy: Proxy) -> dict[str, Any]:
+    """Instrument a gateway's HCM (in place) like a client sidecar's outbound one: the gateway
+    reports as ``source`` (as Istio's gateways do) and announces itself to the upstream. The
+    identity filters go right after :func:`edge_strip_filter`, so the header it adds is the one
+    forwarded, and the upstream's ``x-novamesh-peer`` is read before it is stripped."""
+    filters = list(hcm.get("http_filters", []))
+    at = next((i + 1 for i, f in enumerate(filters) if f.get("name") == EDGE_STRIP_FILTER), 0)
+    add_http_telemetry(hcm, proxy, inbound=False)  # prepends its two filters
+    if proxy.telemetry_port:
+        added = hcm["http_filters"][:2]
+        hcm["http_filters"] = filters[:at] + added + filters[at:]
     return hcm
 
 
@@ -163,4 +210,24 @@ def tcp_proxy_telemetry(proxy: Proxy, *, inbound: bool) -> dict[str, Any]:
     """Extra tcp_proxy fields (``access_log``) for ``proxy``; empty without telemetry."""
     if not proxy.telemetry_port:
         return {}
-    return {"access_log": [tcp_access_log(LOG_INBOUND if inbound else LOG_OUTBOUND)]}
+    return {
+        "access_log": [tcp_access_log(LOG_INBOUND if inbound else LOG_OUTBOUND)],
+        # One entry when the upstream connection is up (counted as opened then), one at close.
+        "access_log_options": {"flush_access_log_on_connected": True},
+    }
+
+
+def add_tcp_telemetry(listener: dict[str, Any], proxy: Proxy, *, inbound: bool) -> dict[str, Any]:
+    """Add the TCP access logger to every tcp_proxy filter of ``listener`` (in place, returned).
+    A no-op unless the proxy has telemetry."""
+    extra = tcp_proxy_telemetry(proxy, inbound=inbound)
+    if not extra:
+        return listener
+    chains = [*listener.get("filter_chains", [])]
+    if "default_filter_chain" in listener:
+        chains.append(listener["default_filter_chain"])
+    for chain in chains:
+        for f in chain.get("filters", []):
+            if f.get("name") == "envoy.filters.network.tcp_proxy":
+                f["typed_config"].update(copy.deepcopy(extra))
+    return listener

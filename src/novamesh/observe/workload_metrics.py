@@ -7,8 +7,14 @@ Names and labels are Istio's, so dashboards, alerts and canary templates written
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
 
 __all__ = [
     "HTTP_LABELS",
@@ -91,23 +97,50 @@ class WorkloadMetrics:
         self.tcp_received = Counter("istio_tcp_received_bytes", "Bytes received from the downstream of TCP connections.", TCP_LABELS, registry=r)
         self.tcp_opened = Counter("istio_tcp_connections_opened", "TCP connections opened.", TCP_LABELS, registry=r)
         self.tcp_closed = Counter("istio_tcp_connections_closed", "TCP connections closed.", TCP_LABELS, registry=r)
+        # Label values → metric children: prometheus_client's labels() re-validates and
+        # re-stringifies every value on each call, the largest cost per entry otherwise.
+        # Bounded as the registry's own series are: one entry per label set seen.
+        self._http: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+        self._tcp: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
 
     def record_request(
         self, labels: Mapping[str, str], duration_ms: float, request_bytes: int, response_bytes: int
     ) -> None:
         """Count one HTTP/gRPC request; ``labels`` has every name of :data:`HTTP_LABELS`."""
-        values = [labels[k] for k in HTTP_LABELS]
-        self.requests.labels(*values).inc()
-        self.duration.labels(*values).observe(duration_ms)
-        self.request_bytes.labels(*values).observe(request_bytes)
-        self.response_bytes.labels(*values).observe(response_bytes)
+        self.record_request_values(tuple(labels[k] for k in HTTP_LABELS), duration_ms, request_bytes, response_bytes)
+
+    def record_request_values(self, values: tuple[str, ...], duration_ms: float, request_bytes: int, response_bytes: int) -> None:
+        """:meth:`record_request` with the label values in :data:`HTTP_LABELS` order (the hot
+        path: the four children of a label set are looked up once and then cached)."""
+        children = self._http.get(values)
+        if children is None:
+            children = self._http[values] = (
+                self.requests.labels(*values),
+                self.duration.labels(*values),
+                self.request_bytes.labels(*values),
+                self.response_bytes.labels(*values),
+            )
+        children[0].inc()
+        children[1].observe(duration_ms)
+        children[2].observe(request_bytes)
+        children[3].observe(response_bytes)
 
     def record_tcp(self, labels: Mapping[str, str], *, sent: int, received: int, opened: int, closed: int) -> None:
         """Add one TCP access-log entry's bytes and connection events."""
-        values = [labels[k] for k in TCP_LABELS]
-        self.tcp_sent.labels(*values).inc(sent)
-        self.tcp_received.labels(*values).inc(received)
-        if opened:
-            self.tcp_opened.labels(*values).inc(opened)
-        if closed:
-            self.tcp_closed.labels(*values).inc(closed)
+        self.record_tcp_values(tuple(labels[k] for k in TCP_LABELS), sent=sent, received=received, opened=opened, closed=closed)
+
+    def record_tcp_values(self, values: tuple[str, ...], *, sent: int, received: int, opened: int, closed: int) -> None:
+        """:meth:`record_tcp` with the label values in :data:`TCP_LABELS` order."""
+        children = self._tcp.get(values)
+        if children is None:
+            children = self._tcp[values] = (
+                self.tcp_sent.labels(*values),
+                self.tcp_received.labels(*values),
+                self.tcp_opened.labels(*values),
+                self.tcp_closed.labels(*values),
+            )
+        # Every series of a label set appears at once (zeros included), as Istio's do.
+        children[0].inc(sent)
+        children[1].inc(received)
+        children[2].inc(opened)
+        children[3].inc(closed)

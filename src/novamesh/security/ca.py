@@ -123,8 +123,7 @@ class StoreCA:
         self._raw: bytes | None = None
         self._signer: _Signer | None = None
         self._checked = 0.0
-        if store.get_secret(STATE_SECRET) is None:
-            store.put_secret(STATE_SECRET, _dump({"roots": [self._new_root()], "signer": 0}))
+        if store.get_secret(STATE_SECRET) is None and _create_once(store, _dump({"roots": [self._new_root()], "signer": 0})):
             log.info("created a self-signed %s root CA for trust domain %s", key_type, trust_domain)
 
     def _new_root(self) -> dict[str, str]:
@@ -196,6 +195,16 @@ def rotate_root(ca: StoreCA, step: str) -> dict[str, Any]:
     ca._signer = None  # this instance applies the step at once
     log.warning("root CA rotation: %s done", step)
     return ca.status()
+
+
+def _create_once(store: ConfigStore, state: bytes) -> bool:
+    """Store the first CA state unless another replica just did (a shared etcd store creates it
+    in one compare-and-create transaction, so replicas starting together share one root)."""
+    create = getattr(store, "create_if_absent", None)
+    if callable(create):
+        return bool(create(f"secret/{STATE_SECRET}", state.decode(), 0))
+    store.put_secret(STATE_SECRET, state)
+    return True
 
 
 def _dump(state: dict[str, Any]) -> bytes:

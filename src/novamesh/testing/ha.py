@@ -11,18 +11,18 @@ with several control-plane replicas sharing it. Everything binds to 127.0.0.1 on
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..cli.client import ApiClient
+from ..controlplane import etcd_local
 from .mesh import LocalMesh, free_port, poll
 
 __all__ = ["etcd_binary", "EtcdMember", "EtcdCluster", "Replica", "HaMesh"]
@@ -30,7 +30,7 @@ __all__ = ["etcd_binary", "EtcdMember", "EtcdCluster", "Replica", "HaMesh"]
 
 def etcd_binary() -> str | None:
     """Path of the ``etcd`` binary (Debian's etcd-server), or None."""
-    return shutil.which("etcd")
+    return etcd_local.etcd_binary()
 
 
 @dataclass
@@ -80,14 +80,8 @@ class EtcdCluster:
         return "etcd://" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
 
     def _start_member(self, m: EtcdMember) -> None:
-        args = [
-            self.binary, "--name", m.name, "--data-dir", str(m.data_dir),
-            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
-            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
-            "--initial-cluster", self._initial, "--initial-cluster-token", self.token,
-            "--initial-cluster-state", "new", "--log-level", "warn",
-            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m",
-        ]  # fmt: skip
+        plans = [etcd_local.EtcdMemberPlan(x.name, x.client_port, x.peer_port, x.data_dir) for x in self.members]
+        args = etcd_local.member_argv(self.binary, plans[self.members.index(m)], plans, self.token)
         log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -146,6 +140,8 @@ class Replica:
     xds_port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    csr_port: int = field(default_factory=free_port)
+    """This replica's own CSR service port (every replica serves the CA from the shared store)."""
 
     @property
     def url(self) -> str:
@@ -181,6 +177,10 @@ class HaMesh(LocalMesh):
                 "NOVAMESH_CONTROL_PLANE_URL": urls,
                 "NOVAMESH_XDS_ADDRESSES": ",".join(f"127.0.0.1:{r.xds_port}" for r in self.replicas),
                 "NOVAMESH_STORE": etcd.url,
+                # Agents ask replica 0's CSR service first and fail over in order, unless pinned
+                # to one replica (pinned_env).
+                "NOVAMESH_CSR_PORT": str(self.replicas[0].csr_port),
+                "NOVAMESH_CSR_ADDRESSES": ",".join(f"127.0.0.1:{r.csr_port}" for r in self.replicas),
                 "NOVAMESH_ETCD_PREFIX": f"/novamesh-{uuid.uuid4().hex[:8]}/",
             }
         )
@@ -191,12 +191,20 @@ class HaMesh(LocalMesh):
         """A client of replica ``index`` only (close it after use)."""
         return ApiClient(self.replicas[index].url, timeout=10)
 
+    def pinned_env(self, index: int) -> dict[str, str]:
+        """Environment for a workload that talks only to replica ``index`` (REST, xDS and CSR)."""
+        r = self.replicas[index]
+        return {"NOVAMESH_CONTROL_PLANE_URL": r.url, "NOVAMESH_XDS_ADDRESSES": f"127.0.0.1:{r.xds_port}",
+                "NOVAMESH_CSR_ADDRESSES": f"127.0.0.1:{r.csr_port}",
+                "NOVAMESH_XDS_PORT": str(r.xds_port), "NOVAMESH_CSR_PORT": str(r.csr_port)}  # fmt: skip
+
     def start_replica(self, index: int, timeout: float = 30.0) -> None:
         r = self.replicas[index]
         env = dict(
             self.env,
             NOVAMESH_HTTP_PORT=str(r.http_port),
             NOVAMESH_XDS_PORT=str(r.xds_port),
+            NOVAMESH_CSR_PORT=str(r.csr_port),
             NOVAMESH_DATA_DIR=str(self.root / f"data-r{index}"),
         )
         log = open(r.log_path, "ab")

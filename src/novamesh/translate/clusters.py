@@ -11,6 +11,7 @@ from .cluster_policies import apply_traffic_policy
 from .common import T, duration, socket_address, typed
 from .endpoints import load_assignment
 from .mesh_defaults import traffic_default
+from .mtls import apply_auto_mtls, dr_tls_mode
 
 __all__ = ["outbound_clusters", "inbound_clusters", "TranslateOptions"]
 
@@ -68,9 +69,11 @@ def outbound_clusters(snapshot: MeshSnapshot, opts: TranslateOptions) -> dict[st
         for port in svc.ports:
             name = outbound_cluster(port.number, "", svc.hostname)
             out[name] = apply_traffic_policy(_cluster(name, svc, port, None, opts), dr, None, port, mesh_default)
+            apply_auto_mtls(out[name], snapshot, svc, dr_tls_mode(dr, None, port.number))  # mesh mTLS
             for sname, labels in subsets:
                 sub = outbound_cluster(port.number, sname, svc.hostname)
                 out[sub] = apply_traffic_policy(_cluster(sub, svc, port, labels, opts), dr, sname, port, mesh_default)
+                apply_auto_mtls(out[sub], snapshot, svc, dr_tls_mode(dr, sname, port.number))
     return out
 
 

@@ -31,6 +31,7 @@ bootstrap (novamesh.agent.gateway).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +39,7 @@ from typing import Any
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 
-from ..observe.envoy_config import PEER_HEADER, SOURCE_HEADER
+from ..observe.envoy_config import add_gateway_telemetry, edge_strip_filter
 from ..config.names import resolve_host
 from ..config.resource import Resource
 from ..config.types_gateway import GatewaySpec, Server, served_hosts, server_host_parts
@@ -85,7 +86,8 @@ def _hcm(stat_prefix: str, route_name: str) -> dict[str, Any]:
         T.HCM,
         stat_prefix=stat_prefix,
         codec_type="AUTO",
-        http_filters=[*POLICY_FILTERS, ROUTER_FILTER],  # as on sidecars: per-route CORS and fault
+        # As on sidecars (per-route CORS and fault), after the identity-header strip.
+        http_filters=[edge_strip_filter(), *POLICY_FILTERS, ROUTER_FILTER],
         generate_request_id=True,
         # The gateway is the edge: the client is the peer of the connection. Trusting no
         # x-forwarded-for hops means a client cannot pose as another address.
@@ -176,10 +178,10 @@ def _route_config(name: str, vhosts: list[dict[str, Any]], used: set[str]) -> di
         "name": name,
         "virtual_hosts": vhosts,
         "validate_clusters": False,
-        # The mesh's identity headers stay inside the mesh: an outside caller can neither forge
-        # the source of its request nor read which workload answered.
-        "request_headers_to_remove": [SOURCE_HEADER],
-        "response_headers_to_remove": [PEER_HEADER],
+        # The mesh's identity headers stay inside the mesh (an outside caller can neither forge
+        # the source of its request nor read which workload answered): edge_strip_filter, first
+        # in the HCM, removes them. Not here: the router applies a route's header removals
+        # before the gateway's own identity filters could add or read them.
     }
 
 
@@ -262,4 +264,9 @@ def bind_listeners(listeners: Mapping[str, dict[str, Any]], proxy: Proxy) -> dic
     for name, listener in sorted(listeners.items()):
         port = listener["address"]["socket_address"]["port_value"]
         out[name] = {**listener, "address": socket_address(proxy.address, port)}
+        if proxy.telemetry_port:  # metrics: the gateway reports as source (a copy per proxy)
+            out[name]["filter_chains"] = chains = copy.deepcopy(listener["filter_chains"])
+            for chain in chains:
+                for f in chain["filters"]:
+                    add_gateway_telemetry(f["typed_config"], proxy)
     return out

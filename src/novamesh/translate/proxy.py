@@ -18,15 +18,21 @@ from .common import T
 from .endpoints import endpoints_for_service
 from .gateway import GATEWAY_KIND, bind_listeners, gateway_listeners_and_routes
 from .listeners import OUTBOUND_LISTENER, listeners_for
+from .mtls import has_identity, secure_inbound_all, strip_mesh_tls
+from .peer_authn import InboundMtls, inbound_mtls
 from .routes import outbound_route_config
 from .scoping import outbound_policy, scoped_snapshot, sidecar_ref
 from .tcp import add_l4, bind_to_proxy
 from .telemetry import TelemetryPlan, apply_telemetry, plan_of, resolve_plan, with_plan
+from .authz import AuthzPlan, apply_authz, resolve_authz, with_authz
 
 __all__ = ["ClassKey", "class_key", "translate_class", "translate_proxy", "Resources", "consistency_errors"]
 
 Resources = dict[str, dict[str, dict[str, Any]]]
 """type URL -> resource name -> resource (protobuf JSON dict)."""
+
+MTLS_PLAN = "novamesh:inbound-mtls"
+"""Key of the class resources recording the inbound mTLS modes (not an xDS type)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +46,18 @@ class ClassKey:
     """Sidecars: ``<ns>/<name>`` of the Sidecar resource that applies ("" = none)."""
     telemetry: TelemetryPlan | None = None
     """Sidecars: what the Telemetry resources say for them (None: resolve from ``labels``)."""
+    authz: AuthzPlan | None = None
+    """Sidecars: what AuthorizationPolicy / RequestAuthentication add (None: resolve from ``labels``)."""
+    mtls: InboundMtls | None = None
+    """Sidecars: the PeerAuthentication modes of their inbound ports (None: the default)."""
 
 
 def class_key(proxy: Proxy, snapshot: MeshSnapshot | None = None) -> ClassKey:
     if proxy.kind != GATEWAY_KIND and snapshot is not None:  # proxies of one Sidecar share a class
         return ClassKey(proxy.kind, proxy.namespace, sidecar=sidecar_ref(snapshot, proxy.namespace, proxy.label_dict),
-                        telemetry=resolve_plan(snapshot, proxy.namespace, proxy.label_dict))
+                        telemetry=resolve_plan(snapshot, proxy.namespace, proxy.label_dict),
+                        authz=resolve_authz(snapshot, proxy.namespace, proxy.label_dict),
+                        mtls=inbound_mtls(snapshot, proxy.namespace, proxy.label_dict, tuple(p.number for p in proxy.ports)))
     return ClassKey(proxy.kind, proxy.namespace, proxy.labels)
 
 
@@ -74,13 +86,19 @@ def translate_class(snapshot: MeshSnapshot, key: ClassKey, opts: TranslateOption
     }
     add_l4(out, snapshot, key.namespace, outbound_policy(full, ref), opts.connect_timeout)
     plan = key.telemetry if key.telemetry is not None else resolve_plan(full, key.namespace, dict(key.labels))
-    return with_plan(out, plan)  # tracing and access logs: applied per proxy by translate_proxy
+    modes = key.mtls if key.mtls is not None else inbound_mtls(full, key.namespace, dict(key.labels))
+    out[MTLS_PLAN] = {"plan": {"plan": (modes, full.trust_domain)}}  # read by translate_proxy
+    authz = key.authz if key.authz is not None else resolve_authz(full, key.namespace, dict(key.labels))
+    return with_authz(with_plan(out, plan), authz)  # both applied per proxy by translate_proxy
 
 
 def translate_proxy(class_resources: Resources, proxy: Proxy, opts: TranslateOptions) -> Resources:
     """The class translation plus this proxy's own listeners and inbound clusters."""
     if proxy.kind == GATEWAY_KIND:  # no app, no sidecar listeners: the servers, bound to its address
-        return {**class_resources, T.LISTENER: bind_listeners(class_resources[T.LISTENER], proxy)}
+        gw = {**class_resources, T.LISTENER: bind_listeners(class_resources[T.LISTENER], proxy)}
+        if not has_identity(proxy.labels):
+            gw[T.CLUSTER] = strip_mesh_tls(gw[T.CLUSTER])  # no certificate: plain text to sidecars
+        return gw
     clusters = dict(class_resources[T.CLUSTER])
     clusters.update(inbound_clusters(proxy, opts))
     listeners = listeners_for(proxy)
@@ -88,6 +106,11 @@ def translate_proxy(class_resources: Resources, proxy: Proxy, opts: TranslateOpt
     plan = plan_of(class_resources)
     if plan is not None:
         apply_telemetry(plan, proxy, clusters, listeners)
+    apply_authz(class_resources, clusters, listeners)  # RBAC / JWT filters on inbound HCMs (authz.py)
+    mtls, trust_domain = class_resources.get(MTLS_PLAN, {}).get("plan", {}).get("plan", (InboundMtls(), ""))
+    secure_inbound_all(listeners, proxy, mtls, trust_domain or "cluster.local")  # PeerAuthentication (mtls.py)
+    if not has_identity(proxy.labels):
+        clusters = strip_mesh_tls(clusters)  # no certificate: no mesh mTLS to present
     return {
         T.CLUSTER: dict(sorted(clusters.items())),
         T.ENDPOINT: class_resources[T.ENDPOINT],

@@ -8,6 +8,7 @@ the route configuration itself, so Envoy validates every resource we would have 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from .common import T
@@ -35,7 +36,12 @@ def static_bootstrap(res: Resources, admin_address: str = "127.0.0.1", admin_por
                 if rds is not None:
                     tc["route_config"] = copy.deepcopy(res[T.ROUTE][rds["route_config_name"]])
         listeners.append(ln)
+    if '"sds-grpc"' in json.dumps(listeners) + json.dumps(clusters):  # mesh mTLS: the agent's SDS cluster
+        clusters.append({"name": "sds-grpc", "type": "STATIC", "connect_timeout": "1s", "http2_protocol_options": {},
+                         "load_assignment": {"cluster_name": "sds-grpc", "endpoints": [
+                             {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": "/nonexistent/sds.sock"}}}}]}]}})  # fmt: skip
     return {
+        "node": {"id": "validate", "cluster": "validate"},  # SDS needs a node
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
         "static_resources": {"clusters": clusters, "listeners": listeners},
     }

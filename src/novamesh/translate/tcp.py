@@ -39,6 +39,7 @@ from ..config.resource import Resource
 from ..config.types import VirtualServiceSpec
 from ..config.types_sidecar import RouteDestination, TCPRoute, TLSRoute
 from ..model.proxy import Proxy
+from ..observe.envoy_config import add_tcp_telemetry
 from ..model.snapshot import MeshSnapshot, Service, ServicePort
 from .common import T, duration, socket_address, typed
 from .routes import domains_for
@@ -373,7 +374,7 @@ def bind_to_proxy(
     for name, template in class_resources[T.LISTENER].items():
         port = template["address"]["socket_address"]["port_value"]
         if port not in own and name not in listeners:
-            listeners[name] = _rebind(template, proxy.address)
+            listeners[name] = add_tcp_telemetry(_rebind(template, proxy.address), proxy, inbound=False)
     if LOOP_CLUSTER in clusters:
         clusters[LOOP_CLUSTER] = _rebind(clusters[LOOP_CLUSTER], proxy.address, proxy.outbound_port)
     outbound = listeners.get(outbound_name)

@@ -182,6 +182,11 @@ spec:
         V + f"kind: ServiceEntry\nmetadata: {{name: {n}}}\nspec:\n  hosts: [api.example.com]\n"
         f"  ports: [{{number: 443, name: {p.lower()}, protocol: {p}}}]\n  resolution: DNS\n" for n, p in (("a", "HTTP"), ("b", "TLS"))),
      None, {"ServiceEntry default/a", "ServiceEntry default/b"}),
+    ("mtls-conflict", "IST0113", DR_REVIEWS.replace("{outlierDetection: {consecutive5xxErrors: 5}}", "{outlierDetection: {consecutive5xxErrors: 5}, tls: {mode: DISABLE}}")
+     + "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default}\nspec: {mtls: {mode: STRICT}}\n",
+     LIVE, {"DestinationRule default/reviews"}),
+    ("mtls-no-conflict-permissive", "IST0113", DR_REVIEWS.replace("{outlierDetection: {consecutive5xxErrors: 5}}", "{outlierDetection: {consecutive5xxErrors: 5}, tls: {mode: DISABLE}}"),
+     LIVE, set()),
     ("route-without-timeout", "NM0001", vs("r", "  http:\n  - route: [{destination: {host: reviews}}]\n"), None, {"VirtualService default/r"}),
     ("redirect-needs-no-timeout", "NM0001", vs("r", "  http:\n  - redirect: {uri: /new}\n"), None, set()),
     ("dr-without-outlier", "NM0002", DR_REVIEWS.replace("  trafficPolicy: {outlierDetection: {consecutive5xxErrors: 5}}\n", ""),

@@ -178,10 +178,10 @@ def test_unknown_kind_lists_supported_kinds() -> None:
 
 
 def test_kind_istio_has_but_novamesh_does_not_yet() -> None:
-    text = VS_HEAD + "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\n"
-    text += "metadata: {name: default}\nspec: {mtls: {mode: STRICT}}\n"
+    text = VS_HEAD + "---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\n"
+    text += "metadata: {name: default}\nspec: {configPatches: []}\n"
     v = only(violations_of(text))
-    assert (v.document, v.path, v.line) == (1, "kind", line_of(text, "PeerAuthentication"))
+    assert (v.document, v.path, v.line) == (1, "kind", line_of(text, "EnvoyFilter"))
     assert "not supported" in v.message and "yet" in v.message
     assert "docs/istio-fields.md" in v.message
     assert v.hint

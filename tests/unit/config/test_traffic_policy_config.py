@@ -130,7 +130,6 @@ def test_full_policy_loads_typed() -> None:
          "spec.trafficPolicy.tls.privateKey", "mode MUTUAL needs 'privateKey'"),
         ("trafficPolicy: {portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL, privateKey: /certs/k.pem}}]}\n",
          "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate", "mode MUTUAL needs 'clientCertificate'"),
-        ("trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n", "spec.trafficPolicy.tls.mode", "not supported by novamesh yet"),
         ("trafficPolicy: {tls: {mode: SIMPLE, caCertificates: certs/ca.pem}}\n",
          "spec.trafficPolicy.tls.caCertificates", "not an absolute path"),
         ("trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: [a.example]}}\n",

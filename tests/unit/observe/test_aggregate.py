@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 from google.protobuf import struct_pb2
 from prometheus_client import generate_latest
 
-from novamesh.observe.aggregate import LocalIdentity, Peer, http_labels, record_http, record_tcp, response_flags
+from novamesh.observe.aggregate import (
+    LocalIdentity,
+    Peer,
+    http_labels,
+    record_http,
+    record_tcp,
+    response_flags,
+)
 from novamesh.observe.envoy_config import LOG_INBOUND, LOG_OUTBOUND
 from novamesh.observe.workload_metrics import HTTP_LABELS, TCP_LABELS, WorkloadMetrics
 
@@ -121,3 +129,89 @@ def test_mutual_tls_principals_on_the_destination() -> None:
     assert labels["source_principal"] == "spiffe://cluster.local/ns/default/sa/client"
     assert labels["destination_principal"] == "spiffe://cluster.local/ns/shop/sa/front"
     assert labels["connection_security_policy"] == "mutual_tls"
+
+
+def _samples(m: WorkloadMetrics, name: str) -> dict[str, float]:
+    """``{labels text: value}`` of one metric family's samples."""
+    out = {}
+    for line in generate_latest(m.registry).decode().splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels] = float(value)
+    return out
+
+
+def _tcp_entry(kind: int, *, connected: bool = True) -> accesslog_pb2.TCPAccessLogEntry:
+    e = accesslog_pb2.TCPAccessLogEntry()
+    c = e.common_properties
+    c.upstream_cluster = "outbound|3306|v1|mysql.default.svc.cluster.local"
+    c.access_log_type = kind  # type: ignore[assignment]
+    if kind == accesslog_pb2.AccessLogType.TcpUpstreamConnected:
+        c.intermediate_log_entry = True  # as Envoy marks it
+    if connected:
+        c.upstream_local_address.socket_address.address = "127.0.0.1"
+    if kind == accesslog_pb2.AccessLogType.TcpConnectionEnd:
+        e.connection_properties.received_bytes = 5
+        e.connection_properties.sent_bytes = 9
+    return e
+
+
+def test_tcp_opened_counted_when_connected_and_once() -> None:
+    m = WorkloadMetrics()
+    record_tcp(m, ME, LOG_OUTBOUND, _tcp_entry(accesslog_pb2.AccessLogType.TcpUpstreamConnected))
+    [(labels, opened)] = _samples(m, "istio_tcp_connections_opened_total").items()
+    assert opened == 1.0 and 'reporter="source"' in labels and 'destination_service="mysql.default.svc.cluster.local"' in labels
+    assert 'source_workload="front-v1"' in labels and 'destination_service_name="mysql"' in labels
+    assert list(_samples(m, "istio_tcp_connections_closed_total").values()) == [0.0]
+    record_tcp(m, ME, LOG_OUTBOUND, _tcp_entry(accesslog_pb2.AccessLogType.TcpConnectionEnd))
+    assert list(_samples(m, "istio_tcp_connections_opened_total").values()) == [1.0]  # not again
+    assert list(_samples(m, "istio_tcp_connections_closed_total").values()) == [1.0]
+    assert list(_samples(m, "istio_tcp_received_bytes_total").values()) == [5.0]
+    assert list(_samples(m, "istio_tcp_sent_bytes_total").values()) == [9.0]
+
+
+def test_tcp_never_connected_counted_opened_at_close_and_periodic_ignored() -> None:
+    m = WorkloadMetrics()
+    periodic = _tcp_entry(accesslog_pb2.AccessLogType.TcpPeriodic)
+    periodic.common_properties.intermediate_log_entry = True
+    record_tcp(m, ME, LOG_OUTBOUND, periodic)
+    assert _samples(m, "istio_tcp_connections_opened_total") == {}
+    failed = _tcp_entry(accesslog_pb2.AccessLogType.TcpConnectionEnd, connected=False)
+    failed.common_properties.response_flags.upstream_connection_failure = True
+    record_tcp(m, ME, LOG_OUTBOUND, failed)
+    [(labels, opened)] = _samples(m, "istio_tcp_connections_opened_total").items()
+    assert opened == 1.0 and 'response_flags="UF"' in labels
+
+
+def _connect(kind: int, *, cluster: str, code: int = 200) -> accesslog_pb2.HTTPAccessLogEntry:
+    e = _entry(cluster=cluster, authority="mysql:3306", code=code)
+    e.request.request_method = base_pb2.RequestMethod.Value("CONNECT")  # type: ignore[assignment]
+    e.common_properties.access_log_type = kind  # type: ignore[assignment]
+    return e
+
+
+def test_connect_tunnel_counts_as_tcp() -> None:
+    m = WorkloadMetrics()
+    cluster = "outbound|3306||mysql.default.svc.cluster.local"
+    record_http(m, ME, LOG_OUTBOUND, _connect(accesslog_pb2.AccessLogType.DownstreamTunnelSuccessfullyEstablished, cluster=cluster))
+    assert list(_samples(m, "istio_tcp_connections_opened_total").values()) == [1.0]
+    record_http(m, ME, LOG_OUTBOUND, _connect(accesslog_pb2.AccessLogType.DownstreamEnd, cluster=cluster))
+    assert list(_samples(m, "istio_tcp_connections_opened_total").values()) == [1.0]
+    assert list(_samples(m, "istio_tcp_received_bytes_total").values()) == [7.0]  # request body = from the app
+    assert list(_samples(m, "istio_tcp_sent_bytes_total").values()) == [1234.0]
+    assert _samples(m, "istio_requests_total") == {}
+    # gRPC's CONNECT through the loop-back: its requests are logged one by one, not the tunnel.
+    closed = _samples(m, "istio_tcp_connections_closed_total")
+    record_http(m, ME, LOG_OUTBOUND, _connect(accesslog_pb2.AccessLogType.DownstreamEnd, cluster="outbound_loop"))
+    assert _samples(m, "istio_tcp_connections_closed_total") == closed
+    assert _samples(m, "istio_requests_total") == {}
+
+
+def test_label_children_cached_per_label_set() -> None:
+    m = WorkloadMetrics()
+    for code in (200, 200, 503):
+        record_http(m, ME, LOG_OUTBOUND, _entry(cluster="outbound|9080||back.shop.svc.cluster.local", code=code))
+    counts = sorted(_samples(m, "istio_requests_total").values())
+    assert counts == [1.0, 2.0]
+    m.record_request(dict(zip(HTTP_LABELS, ["x"] * len(HTTP_LABELS), strict=True)), 1.0, 1, 1)
+    assert sorted(_samples(m, "istio_requests_total").values()) == [1.0, 1.0, 2.0]

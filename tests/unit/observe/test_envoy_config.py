@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,24 @@ from novamesh.agent.bootstrap import build_bootstrap
 from novamesh.agent.envoy import find_envoy
 from novamesh.model.proxy import Proxy, ProxyPort
 from novamesh.model.snapshot import build_snapshot
-from novamesh.observe.envoy_config import ALS_CLUSTER, PEER_HEADER, SOURCE_HEADER, add_http_telemetry, als_cluster, peer_value
+from novamesh.observe.envoy_config import (
+    ALS_CLUSTER,
+    EDGE_STRIP_FILTER,
+    LOG_OUTBOUND,
+    PEER_HEADER,
+    SOURCE_HEADER,
+    add_http_telemetry,
+    als_cluster,
+    edge_strip_filter,
+    peer_value,
+)
 from novamesh.settings import Settings
-from novamesh.translate import TranslateOptions, class_key, translate_class, translate_proxy
+from novamesh.translate import (
+    TranslateOptions,
+    class_key,
+    translate_class,
+    translate_proxy,
+)
 from novamesh.translate.common import T
 from novamesh.translate.static import static_bootstrap
 
@@ -100,3 +116,72 @@ def test_envoy_rejects_a_broken_telemetry_filter(tmp_path: Path) -> None:
     rule["header"] = ""
     proc = _validate(boot, tmp_path)
     assert proc.returncode != 0
+
+
+# -- outbound TCP and gateways ------------------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "translate"))  # the golden scenarios
+from scenarios import all_scenarios
+
+SCENARIOS = all_scenarios()
+
+
+def _scenario(name: str) -> dict[str, dict[str, dict[str, Any]]]:
+    snap, proxy = SCENARIOS[name]
+    opts = TranslateOptions()
+    return translate_proxy(translate_class(snap, class_key(proxy), opts), replace(proxy, telemetry_port=15019), opts)
+
+
+def _tcp_proxies(listener: dict[str, Any]) -> list[dict[str, Any]]:
+    chains = [*listener.get("filter_chains", []), *([listener["default_filter_chain"]] if "default_filter_chain" in listener else [])]
+    return [f["typed_config"] for c in chains for f in c["filters"] if f["name"] == "envoy.filters.network.tcp_proxy"]
+
+
+def test_outbound_tcp_listeners_log_as_source_at_open_and_close() -> None:
+    res = _scenario("protocols_tcp_tls_grpc")
+    outbound = [ln for name, ln in res[T.LISTENER].items() if name.startswith("outbound|")]
+    proxies = [tp for ln in outbound for tp in _tcp_proxies(ln)]
+    assert proxies, "the scenario has local TCP/TLS listeners"
+    for tp in proxies:
+        assert [a["typed_config"]["common_config"]["log_name"] for a in tp["access_log"]] == [LOG_OUTBOUND]
+        assert tp["access_log_options"] == {"flush_access_log_on_connected": True}
+    # The CONNECT path: the outbound HCM flushes an entry when a tunnel is up.
+    assert _hcm(res[T.LISTENER]["virtualOutbound"])["access_log_options"] == {"flush_log_on_tunnel_successfully_established": True}
+    # Without telemetry the templates stay untouched (the shared class resources too).
+    snap, proxy = SCENARIOS["protocols_tcp_tls_grpc"]
+    opts = TranslateOptions()
+    plain = translate_proxy(translate_class(snap, class_key(proxy), opts), proxy, opts)
+    assert "access_log" not in json.dumps(plain[T.LISTENER])
+
+
+def test_gateway_strips_forged_identity_then_adds_its_own() -> None:
+    res = _scenario("gateway_ingress")
+    for listener in res[T.LISTENER].values():
+        for chain in listener["filter_chains"]:
+            hcm = chain["filters"][0]["typed_config"]
+            names = [f["name"] for f in hcm["http_filters"]]
+            assert names[:3] == [EDGE_STRIP_FILTER, "novamesh.peer_to_metadata", "novamesh.peer_header"], names
+            added = hcm["http_filters"][2]["typed_config"]["mutations"]["request_mutations"][0]["append"]["header"]
+            assert added == {"key": SOURCE_HEADER, "value": "istio-ingressgateway,istio-system,istio-ingressgateway,"}
+            assert hcm["access_log"][-1]["typed_config"]["common_config"]["log_name"] == LOG_OUTBOUND
+    for rc in res[T.ROUTE].values():  # the router would strip them before the identity filters see them
+        assert "request_headers_to_remove" not in rc and "response_headers_to_remove" not in rc
+    strip = edge_strip_filter()["typed_config"]["mutations"]
+    assert strip == {"request_mutations": [{"remove": SOURCE_HEADER}], "response_mutations": [{"remove": PEER_HEADER}]}
+
+
+def test_gateway_without_telemetry_still_strips() -> None:
+    snap, proxy = SCENARIOS["gateway_ingress"]
+    opts = TranslateOptions()
+    res = translate_proxy(translate_class(snap, class_key(proxy), opts), proxy, opts)
+    hcm = next(iter(res[T.LISTENER].values()))["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["http_filters"][0] == edge_strip_filter()
+    assert "access_log" not in json.dumps(res[T.LISTENER])
+
+
+def test_envoy_accepts_gateway_and_tcp_telemetry(tmp_path: Path) -> None:
+    for name in ("gateway_ingress", "protocols_tcp_tls_grpc"):
+        boot = static_bootstrap(_scenario(name))
+        boot["static_resources"]["clusters"].extend(als_cluster(replace(PROXY, telemetry_port=15019)))
+        proc = _validate(boot, tmp_path)
+        assert proc.returncode == 0, name + proc.stdout + proc.stderr

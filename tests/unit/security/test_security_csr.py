@@ -137,3 +137,19 @@ async def test_renewal_with_a_forged_proof_or_foreign_certificate_is_refused(ser
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+async def test_agent_fails_over_to_the_next_replica_csr_service(server: CsrServer, clock: ManualClock, tmp_path: object) -> None:
+    """HA: an unreachable CSR replica is skipped; the one that answered is tried first next time."""
+    from novamesh.agent.identity import WorkloadIdentity
+    from novamesh.settings import Settings
+    from novamesh.testing.mesh import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    settings = Settings(csr_addresses=f"{dead},{_target(server)}", cert_ttl=3600)
+    identity = WorkloadIdentity(settings, clock, pki.SpiffeId.parse("spiffe://cluster.local/ns/default/sa/reviews"), sds=None)  # type: ignore[arg-type]
+    assert identity.targets == [dead, _target(server)]
+    tok = server.service.tokens.create("default", "reviews", ttl=60)
+    cert = await identity._request(_roots(server), token=tok.value)
+    assert str(pki.spiffe_of(cert.leaf)) == "spiffe://cluster.local/ns/default/sa/reviews"
+    assert identity.target == _target(server)

@@ -6,6 +6,7 @@ from . import (
     destinationrule,
     gateway,
     metadata,
+    mtls,
     references,
     schema,
     serviceentry,
@@ -14,4 +15,4 @@ from . import (
     virtualservice,
 )
 
-__all__ = ["destinationrule", "gateway", "metadata", "references", "schema", "serviceentry", "sidecar", "standards", "virtualservice"]
+__all__ = ["destinationrule", "gateway", "metadata", "mtls", "references", "schema", "serviceentry", "sidecar", "standards", "virtualservice"]

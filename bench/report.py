@@ -1,0 +1,89 @@
+"""``python -m bench.report``: Markdown tables from bench/results/*.json (pasted into BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import RESULTS
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def dataplane(name: str) -> list[str]:
+    d = _load(name)
+    if d is None:
+        return []
+    out = [f"`{name}.json` ({d['machine']['date']}; requested {d.get('mode_requested', d.get('mode'))}, observed {d.get('mode_observed', '?')}; "
+           f"{d['rounds']} rounds x {d['window_seconds']} s windows per mode and rate, {d['connections']} connections)", "",
+           "| rate (req/s) | achieved direct / mesh | direct p50 / p90 / p99 (ms) | mesh p50 / p90 / p99 (ms) | added per hop p50 / p90 / p99 (ms) | sidecar CPU s per 1000 req (client / server) | sidecar vCPU at rate | sidecar RSS (MB) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for rate, v in d["rates"].items():
+        f = lambda x: " / ".join(f"{x[k]:.3f}" for k in ("p50", "p90", "p99"))  # noqa: E731
+        out.append(f"| {rate} | {v['achieved_rps']['direct']:.0f} / {v['achieved_rps']['mesh']:.0f} | {f(v['direct_ms'])} | {f(v['mesh_ms'])} | "
+                   f"{f(v['added_per_hop_ms'])} | {v['sidecar_cpu_s_per_1000']['client']:.3f} / {v['sidecar_cpu_s_per_1000']['server']:.3f} | "
+                   f"{v['sidecar_vcpu_at_rate']['client']:.3f} / {v['sidecar_vcpu_at_rate']['server']:.3f} | {v['sidecar_rss_mb']['client']:.0f} / {v['sidecar_rss_mb']['server']:.0f} |")
+    return out
+
+
+def sidecar_rss() -> list[str]:
+    d = _load("sidecar_rss")
+    if d is None:
+        return []
+    out = [f"`sidecar_rss.json` ({d['machine']['date']})", "", "| services | RSS unscoped (MB) | clusters | RSS with Sidecar egress `./svc-0` (MB) | clusters |", "|---|---|---|---|---|"]
+    for u, s in zip(d["unscoped"], d["scoped"]):
+        out.append(f"| {u['services']} | {u['rss_mb']:.1f} | {u['clusters']} | {s['rss_mb']:.1f} | {s['clusters']} |")
+    return out
+
+
+def ads() -> list[str]:
+    rows = sorted(RESULTS.glob("ads_load-*.json"), key=lambda p: tuple(int(x) for x in p.stem.split("-")[1].split("x"))[::-1])
+    out = ["| proxies x services | initial sync (s) | change: REST apply (ms) | change→last ACK p50 / p99 / total (ms) | translations per change | bytes per change (MB) | CP CPU per change (s) | endpoint join→last ACK p50 / p99 / total (ms) | CP RSS synced / peak (MB) |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    churn = ["| proxies x services | rate (events/s) | events | generator max lag (s) | CP vCPU during churn | translations | bytes sent (MB) | settle after last event (ms) |", "|---|---|---|---|---|---|---|---|"]
+    for p in rows:
+        r = json.loads(p.read_text())
+        c, e = r["config_change"][-1], r["endpoint_join"][-1]
+        out.append(f"| {r['proxies']} x {r['services']} | {r['initial_sync_s']:.1f} | {c['api_call_ms']:.0f} | {c['last_ack_ms']['p50']:.0f} / {c['last_ack_ms']['p99']:.0f} / {c['total_ms']:.0f} | "
+                   f"{c['translations']} | {c['bytes_sent'] / 1e6:.1f} | {c['cp_cpu_s']:.2f} | {e['last_ack_ms']['p50']:.0f} / {e['last_ack_ms']['p99']:.0f} / {e['total_ms']:.0f} | "
+                   f"{r['cp_rss_mb_synced']:.0f} / {r['cp_rss_mb_peak']:.0f} |")
+        ch = r["churn"]
+        churn.append(f"| {r['proxies']} x {r['services']} | {ch['rate_per_s']:.0f} | {ch['events']} | {ch['max_behind_schedule_s']:.2f} | {ch['cp_vcpu']:.2f} | {ch['translations']} | "
+                     f"{ch['bytes_sent'] / 1e6:.1f} | {ch['settle_after_last_event_ms']:.0f} |")
+    return out + [""] + churn
+
+
+def ca() -> list[str]:
+    d = _load("ca")
+    if d is None:
+        return []
+    f = d["first_certificates"]
+    out = ["| CA key | certificates per CPU second (one core) |", "|---|---|"]
+    out += [f"| {s['key_type']} | {s['per_cpu_second']:.0f} |" for s in d["sign"]]
+    out += ["", f"{f['workloads']} workloads, concurrency {f['concurrency']}: all first certificates in {f['total_s']:.2f} s "
+            f"({f['per_second']:.0f}/s; per workload p50 {f['latency_ms']['p50']:.0f} ms, p99 {f['latency_ms']['p99']:.0f} ms; "
+            f"control-plane CPU {f['cp_cpu_s']:.2f} s, RSS {f['cp_rss_mb']:.0f} MB; minting the tokens through REST took {f['token_mint_s']:.2f} s)."]
+    return out
+
+
+def startup() -> list[str]:
+    d = _load("startup")
+    if d is None:
+        return []
+    return [f"median {d['median_s']:.2f} s (min {d['min_s']:.2f}, max {d['max_s']:.2f}; samples " + ", ".join(f"{x:.2f}" for x in d["samples_s"]) + ")"]
+
+
+def main() -> None:
+    for title, lines in (("dataplane", dataplane("dataplane")), ("dataplane plaintext", dataplane("dataplane-plaintext")),
+                         ("dataplane strict", dataplane("dataplane-strict")), ("dataplane, earlier busier run", dataplane("dataplane-run0433-busier")),
+                         ("dataplane plaintext, earlier busier run", dataplane("dataplane-plaintext-run0435-busier")), ("sidecar_rss", sidecar_rss()), ("ads", ads()), ("ca", ca()), ("startup", startup())):
+        print(f"### {title}\n")
+        print("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
