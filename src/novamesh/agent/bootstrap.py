@@ -9,7 +9,6 @@ routes, endpoints — arrives over xDS.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ..errors import NovameshError
 from ..model.proxy import METADATA_KEY, Proxy
 from ..observe.envoy_config import als_cluster
 from ..settings import Settings
+from ..config.names import is_ip
 
 __all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses"]
 
@@ -35,13 +35,6 @@ def duration(seconds: float) -> str:
 def _socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def xds_addresses(settings: Settings) -> list[tuple[str, int]]:
@@ -61,7 +54,7 @@ def xds_addresses(settings: Settings) -> list[tuple[str, int]]:
 def _xds_cluster(settings: Settings) -> dict[str, Any]:
     addresses = xds_addresses(settings)
     # STATIC needs IP literals; a host name (e.g. a control plane on another VM) needs DNS.
-    kind = "STATIC" if all(_is_ip(h) for h, _ in addresses) else "STRICT_DNS"
+    kind = "STATIC" if all(is_ip(h) for h, _ in addresses) else "STRICT_DNS"
     return {
         "name": XDS_CLUSTER,
         "type": kind,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from .names import is_ip
+
 try:
     import re2 as _re2
 except ImportError:  # pragma: no cover - google-re2 is a declared dependency
@@ -32,14 +34,6 @@ def is_dns1123_subdomain(value: str) -> bool:
     """Dot-separated DNS-1123 labels, at most 253 characters in all."""
     return 0 < len(value) <= 253 and all(is_dns1123_label(p) for p in value.split("."))
 
-
-def is_ip(value: str) -> bool:
-    """True for an IPv4 or IPv6 address."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def is_cidr(value: str) -> bool:

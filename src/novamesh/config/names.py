@@ -30,7 +30,8 @@ def resolve_gateway(ref: str, namespace: str) -> str:
     return f"{namespace}/{ref}"
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address."""
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -41,7 +42,7 @@ def _is_ip(value: str) -> bool:
 def resolve_host(host: str, namespace: str, domain_suffix: str = "cluster.local") -> str:
     """Resolve a host as Istio does: a name without a dot is short for
     ``<name>.<namespace>.svc.<suffix>``; anything with a dot, ``*`` and IPs are taken as given."""
-    if not host or host == "*" or _is_ip(host) or "." in host:
+    if not host or host == "*" or is_ip(host) or "." in host:
         return host.lower()
     return f"{host}.{namespace}.svc.{domain_suffix}".lower()
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import logging
 from typing import Any
@@ -40,6 +39,7 @@ from ..clock import Clock
 from . import pki
 from .ca import CertificateAuthority
 from .tokens import AuthFailed, TokenStore, auth_failed
+from ..config.names import is_ip
 
 __all__ = [
     "ServingCert",
@@ -159,7 +159,7 @@ class ServingCert:
 
     def __init__(self, ca: CertificateAuthority, clock: Clock, hosts: list[str], trust_domain: str, ttl: float) -> None:
         self.ca, self.clock, self.ttl = ca, clock, ttl
-        self.ips = sorted({h for h in hosts if _is_ip(h)} | {"127.0.0.1"})
+        self.ips = sorted({h for h in hosts if is_ip(h)} | {"127.0.0.1"})
         self.uri = f"spiffe://{trust_domain}/ns/novamesh-system/sa/control-plane"
         self._renew_at = 0.0
         self._roots: list[str] = []
@@ -184,13 +184,6 @@ class ServingCert:
             return None
         return self.current
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class CsrServer:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from ..cli.client import ApiClient
+from .waiting import wait_until
 
 __all__ = ["LocalMesh", "WorkloadProcess", "free_port", "poll"]
 
@@ -34,21 +34,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def poll(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.05) -> Any:
-    """Call ``predicate`` until it returns a truthy value; TimeoutError with ``message`` after
-    ``timeout`` seconds. Exceptions from the predicate count as 'not yet'."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - polling tolerates transient failures
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_exc!r})" if last_exc else ""
-            raise TimeoutError(f"timed out after {timeout}s waiting for {message}{detail}")
-        time.sleep(interval)
+    """:func:`novamesh.testing.waiting.wait_until` for end-to-end tests: any exception from the
+    predicate (a server still starting, a process mid-restart) counts as 'not yet'."""
+    return wait_until(predicate, timeout, interval, message, ignore=(Exception,))
 
 
 @dataclass
