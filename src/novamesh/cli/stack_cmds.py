@@ -74,7 +74,7 @@ def demo(
     http_port: Annotated[int | None, typer.Option("--http-port", help="Control-plane REST port.")] = None,
     xds_port: Annotated[int | None, typer.Option("--xds-port", help="Control-plane xDS port.")] = None,
 ) -> None:
-    """Run the bundled demo: six echo services, a load generator, header routing and a canary."""
+    """Run the bundled demo: four services (reviews in three versions) as six echo workloads, a load generator, header routing and a canary."""
     from ..demo import stack_file
 
     stack = _load(stack_file()).with_control_plane(data_dir=data_dir, http_port=http_port, xds_port=xds_port)

@@ -1,4 +1,4 @@
-"""The bundled demo application: ``stack.yaml`` (six echo services and a load generator) and
+"""The bundled demo application: ``stack.yaml`` (four services as six echo workloads, and a load generator) and
 ``routing.yaml`` (a header match and an 80/20 canary for ``reviews``). ``novamesh demo`` runs it."""
 
 from __future__ import annotations
