@@ -60,7 +60,11 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         got = []
         for rs in request.resource_spans:
             service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
-            for ss in rs.scope_spans:
+            # xds-protos ships an older copy of the OTLP protos in the same `opentelemetry`
+            # package; whichever wheel pip unpacks last wins. Field 2 of ResourceSpans is the
+            # same on the wire in both: `scope_spans` (new) or `instrumentation_library_spans`.
+            scopes = rs.scope_spans if hasattr(rs, "scope_spans") else rs.instrumentation_library_spans
+            for ss in scopes:
                 for s in ss.spans:
                     tags = tuple(sorted((a.key, a.value.string_value) for a in s.attributes))
                     got.append(Span(s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), service, s.kind, tags))
