@@ -87,13 +87,15 @@ class Settings:
     cert_ttl: float = field(default=86400.0, metadata={"doc": "Lifetime of workload certificates, seconds (the longest the CA issues)."})
     cert_renew_fraction: float = field(default=0.5, metadata={"doc": "Share of a certificate's lifetime after which the agent renews it."})
     cert_renew_jitter: float = field(default=0.1, metadata={"doc": "Random share of the lifetime (0..jitter) subtracted from the renewal time, so workloads do not renew in lockstep."})
+    trust_bundle_check_interval: float = field(default=10.0, metadata={"doc": "Seconds between the agent's checks of the control plane's published trust bundle; a change (root rotation) triggers an immediate renewal, which brings the new bundle over the authenticated CSR channel. 0 turns the check off."})
     cert_retry_interval: float = field(default=2.0, metadata={"doc": "Seconds between the agent's attempts when a certificate request fails."})
     token_ttl: float = field(default=3600.0, metadata={"doc": "Default lifetime of join tokens, seconds."})
     local_trust: bool = field(default=True, metadata={"doc": "Agents of a loopback control plane mint their own join token (local development); never applies to a remote control plane."})
     ca_bundle_file: str = field(default="", metadata={"doc": "Roots (PEM) an agent verifies the CSR service with; empty: fetched from the control plane's REST API (trust on first use)."})
     join_token_file: str = field(default="", metadata={"doc": "File holding the agent's join token (--token-file); $NOVAMESH_JOIN_TOKEN takes precedence."})
-    xds_tls_port: int = field(default=-1, metadata={"doc": "ADS over mTLS port (Istio's former 15011); sidecars with a certificate connect there; -1 off."})
-    xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port (bound to loopback only when bind_host is not); false leaves only xds_tls_port."})
+    xds_tls: bool = field(default=True, metadata={"doc": "ADS over mutual TLS on csr_port (Istio's 15012; TLS server name xds.novamesh-control-plane): the control plane serves it and agents with a certificate use it. false: agents use plaintext xds_port."})
+    xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port for local development: loopback only while the CA is on. false leaves only mTLS xDS on csr_port."})
+    tls_hello_timeout: float = field(default=10.0, metadata={"doc": "Seconds a client on csr_port has to send its TLS ClientHello before the connection is closed."})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

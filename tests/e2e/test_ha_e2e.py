@@ -55,9 +55,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterato
         m.echo("reviews", version="v1")
         m.echo("reviews", version="v2")
         m.client("client")
-        # A second client whose Envoy knows only replica 2's xDS port: whatever is applied
-        # through replica 0 must reach it through etcd.
-        m.client("pinned", env={"NOVAMESH_XDS_ADDRESSES": f"127.0.0.1:{m.replicas[2].xds_port}"})
+        # A second client whose Envoy knows only replica 2's port 15012 (xDS over mTLS, and
+        # certificates): whatever is applied through replica 0 must reach it through etcd.
+        m.client("pinned", env={"NOVAMESH_CSR_ADDRESSES": f"127.0.0.1:{m.replicas[2].csr_port}"})
         yield m
     finally:
         m.close()

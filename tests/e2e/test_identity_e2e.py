@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.client
+import json
 import os
+import re
+import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from cryptography import x509
 
+from novamesh.clock import SYSTEM_CLOCK
 from novamesh.security import pki
+from novamesh.security.ca import StoreCA
+from novamesh.security.csr import request_certificate
+from novamesh.store.sqlite import SqliteStore
 from novamesh.testing.load import Traffic
 from novamesh.testing.mesh import LocalMesh, WorkloadProcess, poll
 
 pytestmark = pytest.mark.e2e
 
 CERT_TTL = 20
+OLD_ROOT_HOLDER = pki.SpiffeId("cluster.local", "default", "old-root-holder")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +70,90 @@ def _ca_roots(mesh: LocalMesh) -> list[x509.Certificate]:
     return pki.load_certs("".join(mesh.api.get("/api/v1/ca/bundle")["roots"]).encode())
 
 
+def _ca_roots_pem(mesh: LocalMesh) -> bytes:
+    return pki.cert_pem(_ca_roots(mesh))
+
+
+@dataclass(frozen=True)
+class _Credential:
+    """A certificate chain (PEM, leaf first) and its private key, held outside the mesh."""
+
+    chain_pem: bytes
+    key: pki.PrivateKey
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return pki.load_certs(self.chain_pem)[0]
+
+
+def _mint_from_signing_root(mesh: LocalMesh, identity: pki.SpiffeId, ttl: float) -> _Credential:
+    """A certificate for ``identity`` from the root that signs right now, valid ``ttl`` seconds,
+    issued by a second :class:`StoreCA` on the mesh's store (what another control-plane replica
+    does, and what anyone who holds the root's key can do)."""
+    store = SqliteStore(Path(mesh.env["NOVAMESH_DATA_DIR"]) / "store.db")
+    try:
+        key = pki.generate_key()
+        issued = StoreCA(store, SYSTEM_CLOCK).issue(key.public_key(), [identity.uri], ttl)
+    finally:
+        store.close()
+    return _Credential(issued.chain_pem, key)
+
+
+def _inbound_ssl_stat(wp: WorkloadProcess, port: int, name: str) -> int:
+    """Envoy counter ``listener.<address>_<port>.ssl.<name>`` of ``wp``'s inbound listener."""
+    regex = rf"^listener\.{re.escape(wp.address)}_{port}\.ssl\.{name}$"
+    stats = httpx.get(f"{wp.admin_url}/stats", params={"filter": regex, "format": "json"}, timeout=5, trust_env=False).json()
+    values = [int(s.get("value", 0)) for s in stats.get("stats", [])]
+    assert len(values) == 1, f"no single counter matches {regex}: {stats}"
+    return values[0]
+
+
+def _mesh_mtls_get(wp: WorkloadProcess, port: int, server_id: pki.SpiffeId, cred: _Credential, roots_pem: bytes,
+                   workdir: Path) -> dict[str, Any]:  # fmt: skip
+    """GET /old-root on ``wp``'s inbound ``port`` as a mesh client would: mTLS presenting ``cred``,
+    ALPN ``istio``, the server verified against ``roots_pem`` and ``server_id``. Returns the echo
+    app's JSON answer; raises OSError / HTTPException when the sidecar refuses the connection."""
+    (workdir / "held.pem").write_bytes(cred.chain_pem)
+    (workdir / "held.key").write_bytes(pki.key_pem(cred.key))
+    ctx = ssl.create_default_context(cadata=roots_pem.decode())
+    ctx.check_hostname = False  # the server's identity is a SPIFFE URI SAN, checked below
+    ctx.load_cert_chain(str(workdir / "held.pem"), str(workdir / "held.key"))
+    ctx.set_alpn_protocols(["istio"])
+    conn = http.client.HTTPSConnection(wp.address, port, timeout=5, context=ctx)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        server = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True) or b"")
+        assert pki.spiffe_of(server) == server_id
+        conn.request("GET", "/old-root", headers={"Host": f"{wp.service}:{port}"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 200, body[:300]
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def _renew(mesh: LocalMesh, cred: _Credential) -> _Credential:
+    """Renew ``cred`` at the CSR service as an agent does (current chain + proof of its key)."""
+    key = pki.generate_key()
+    csr = pki.make_csr(key, pki.spiffe_of(cred.leaf))
+    target = f"127.0.0.1:{mesh.env['NOVAMESH_CSR_PORT']}"
+    chain, _ = asyncio.run(request_certificate(target, _ca_roots_pem(mesh), csr, current=(cred.chain_pem, cred.key)))
+    return _Credential(chain, key)
+
+
+def _renewal_refusal(mesh: LocalMesh, cred: _Credential) -> grpc.StatusCode | None:
+    """How the CSR service refuses a renewal with ``cred`` (a gRPC status); None when it renews,
+    or when it is not reachable yet (its own certificate follows a new bundle within a second)."""
+    try:
+        _renew(mesh, cred)
+    except grpc.aio.AioRpcError as exc:
+        return None if exc.code() == grpc.StatusCode.UNAVAILABLE else exc.code()
+    return None
+
+
 def test_workload_gets_its_spiffe_certificate_over_sds(mesh: LocalMesh) -> None:
     reviews = _by(mesh, "reviews")
     chain, roots = poll(lambda: _leaf_and_roots(reviews) if "default" in _secrets(reviews) else None, 20, "secrets in envoy")
@@ -67,7 +164,8 @@ def test_workload_gets_its_spiffe_certificate_over_sds(mesh: LocalMesh) -> None:
     secret = _secrets(reviews)["default"]["secret"]["tls_certificate"]
     assert base64.b64decode(secret["private_key"]["inline_bytes"]) == b"[redacted]"
     certs = httpx.get(f"{reviews.admin_url}/certs", timeout=5, trust_env=False).json()
-    sans = [san.get("uri") for c in certs.get("certificates", []) for cc in c.get("cert_chain", []) for san in cc.get("subject_alt_names", [])]
+    chains = [cc for c in certs.get("certificates", []) for cc in c.get("cert_chain", [])]
+    sans = [san.get("uri") for cc in chains for san in cc.get("subject_alt_names", [])]
     assert "spiffe://cluster.local/ns/default/sa/bookinfo-reviews" in sans
 
 
@@ -91,8 +189,11 @@ def test_certificate_rotates_under_traffic_without_failures(mesh: LocalMesh) -> 
     assert log.count("envoy started") == 1  # SDS pushes, no Envoy restart
 
 
-def test_root_rotation_a_to_ab_to_b_under_traffic(mesh: LocalMesh) -> None:
+def test_root_rotation_a_to_ab_to_b_under_traffic(mesh: LocalMesh, tmp_path: Path) -> None:
+    """A -> A+B -> B under continuous load: no request fails, and once the rotation is over a
+    credential of A, accepted until --finish, is refused by the sidecars and the CSR service."""
     workloads = [_by(mesh, "reviews"), _by(mesh, "client")]
+    reviews, reviews_id = workloads[0], pki.SpiffeId("cluster.local", "default", "bookinfo-reviews")
     old = pki.fingerprint(_ca_roots(mesh)[0])
 
     def everyone(check: Any) -> bool:
@@ -104,14 +205,35 @@ def test_root_rotation_a_to_ab_to_b_under_traffic(mesh: LocalMesh) -> None:
         new = next(pki.fingerprint(r) for r in _ca_roots(mesh) if pki.fingerprint(r) != old)
         poll(lambda: everyone(lambda chain, roots: {pki.fingerprint(r) for r in roots} == {old, new}), CERT_TTL * 2,
              "every workload trusts A and B", interval=0.5)  # fmt: skip
+        # A credential of A, minted while A still signs. It lives an hour: the CSR service issues
+        # at most CERT_TTL, and a certificate that had expired by the end would be refused for
+        # that alone. An hour-long one is what a leaked key of A yields, the case --finish is for.
+        held = _mint_from_signing_root(mesh, OLD_ROOT_HOLDER, ttl=3600)
+        assert pki.fingerprint(next(r for r in _ca_roots(mesh) if r.subject == held.leaf.issuer)) == old
         assert mesh.cli("ca", "rotate-root", "--activate").returncode == 0
         new_root = next(r for r in _ca_roots(mesh) if pki.fingerprint(r) == new)
         poll(lambda: everyone(lambda chain, roots: chain[0].issuer == new_root.subject), CERT_TTL * 2,
              "every workload holds a certificate of B", interval=0.5)  # fmt: skip
+        # The last moment A is trusted: the sidecar serves the holder of A (and the app sees who
+        # called), the CSR service renews it (now under B).
+        verify_errors = _inbound_ssl_stat(reviews, 9080, "fail_verify_error")
+        answer = _mesh_mtls_get(reviews, 9080, reviews_id, held, _ca_roots_pem(mesh), tmp_path)
+        assert answer["caller"]["principal"] == OLD_ROOT_HOLDER.uri
+        assert pki.spiffe_of(_renew(mesh, held).leaf) == OLD_ROOT_HOLDER
         finished = mesh.cli("ca", "rotate-root", "--finish")
         assert finished.returncode == 0 and "stable" in finished.stdout
+        # The CSR service drops A at once: the holder of A can no longer renew.
+        assert poll(lambda: _renewal_refusal(mesh, held), 10, "renewal with A refused") == grpc.StatusCode.UNAUTHENTICATED
+        assert "current certificate rejected: the chain does not lead to a trusted root" in mesh.cp_log()
         poll(lambda: everyone(lambda chain, roots: [pki.fingerprint(r) for r in roots] == [new]), CERT_TTL * 2,
              "every workload trusts only B", interval=0.5)  # fmt: skip
+        # Each sidecar drops A with the bundle its next renewal brings: the same credential, still
+        # valid for most of an hour, now fails the handshake, counted as a CA verification failure.
+        assert held.leaf.not_valid_after_utc.timestamp() > time.time() + 600
+        with pytest.raises((OSError, http.client.HTTPException)):
+            _mesh_mtls_get(reviews, 9080, reviews_id, held, _ca_roots_pem(mesh), tmp_path)
+        poll(lambda: _inbound_ssl_stat(reviews, 9080, "fail_verify_error") == verify_errors + 1, 10,
+             "one CA verification failure on reviews' inbound listener")  # fmt: skip
         mark = traffic.count
         traffic.wait_for(lambda t: t.count >= mark + 10, timeout=20)
     assert traffic.failures() == []
@@ -135,50 +257,3 @@ def test_token_cli_and_bad_credentials_are_refused(mesh: LocalMesh) -> None:
     status = mesh.cli("ca", "status")
     assert status.returncode == 0 and "self-signed" in status.stdout
     assert os.environ.get("NOVAMESH_JOIN_TOKEN") is None
-
-
-@pytest.fixture(scope="module")
-def mtls_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    from novamesh.testing.mesh import free_port
-
-    m = LocalMesh(tmp_path_factory.mktemp("xds-mtls"), settings={"xds_tls_port": free_port(), "xds_plaintext": "false"})
-    try:
-        m.start_control_plane()
-        m.echo("ratings")
-        m.client("client")
-        yield m
-    finally:
-        m.close()
-
-
-def test_xds_over_mtls_with_plaintext_off(mtls_mesh: LocalMesh) -> None:
-    import socket
-
-    from novamesh.testing.load import run_load
-
-    client = _by(mtls_mesh, "client")
-    res = run_load("http://ratings:9080/", count=10, proxy=client.proxy_url)
-    assert res.failed == 0 and res.ok == 10
-    stats = httpx.get(f"{client.admin_url}/stats", params={"filter": r"^cluster\.xds-grpc\.ssl\.handshake$"}, timeout=5, trust_env=False).text
-    assert int(stats.split(":")[1]) >= 1  # the ADS stream runs over TLS
-    with pytest.raises(OSError):  # and plaintext xDS is not served at all
-        socket.create_connection(("127.0.0.1", mtls_mesh.xds_port), timeout=2).close()
-    # A TLS client without a workload certificate is refused by the mTLS xDS port.
-    import grpc
-
-    roots = "".join(mtls_mesh.api.get("/api/v1/ca/bundle")["roots"]).encode()
-    port = int(mtls_mesh.env["NOVAMESH_XDS_TLS_PORT"])
-
-    async def anonymous() -> grpc.StatusCode:
-        creds = grpc.ssl_channel_credentials(root_certificates=roots)
-        opts = [("grpc.ssl_target_name_override", "novamesh-control-plane")]
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds, options=opts) as ch:
-            try:
-                await ch.unary_unary("/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources")(b"", timeout=5)
-            except grpc.aio.AioRpcError as exc:
-                return exc.code()
-        return grpc.StatusCode.OK
-
-    import asyncio
-
-    assert asyncio.run(anonymous()) == grpc.StatusCode.UNAVAILABLE

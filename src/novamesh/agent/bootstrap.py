@@ -19,7 +19,7 @@ from ..observe.envoy_config import als_cluster
 from ..settings import Settings
 from ..config.names import is_ip
 
-__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses"]
+__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses", "csr_targets"]
 
 #: Name of the static cluster that carries the ADS stream.
 XDS_CLUSTER = "xds-grpc"
@@ -37,18 +37,28 @@ def _socket_address(host: str, port: int) -> dict[str, Any]:
 
 
 
-def xds_addresses(settings: Settings) -> list[tuple[str, int]]:
-    """Every control-plane replica's xDS address: ``settings.xds_addresses`` ("h:p,h:p") when
-    set, else ``xds_host:xds_port``."""
+def _host_ports(value: str, setting: str, default: tuple[str, int]) -> list[tuple[str, int]]:
     out = []
-    for part in settings.xds_addresses.split(","):
+    for part in value.split(","):
         host, sep, port = part.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
             if part.strip():
-                raise NovameshError(f"xds_addresses entry {part.strip()!r} is not HOST:PORT (e.g. 127.0.0.1:15010)")
+                raise NovameshError(f"{setting} entry {part.strip()!r} is not HOST:PORT (e.g. 127.0.0.1:{default[1]})")
             continue
         out.append((host.strip("[]"), int(port)))
-    return out or [(settings.xds_host, settings.xds_port)]
+    return out or [default]
+
+
+def xds_addresses(settings: Settings) -> list[tuple[str, int]]:
+    """Every control-plane replica's plaintext xDS address: ``settings.xds_addresses``
+    ("h:p,h:p") when set, else ``xds_host:xds_port``."""
+    return _host_ports(settings.xds_addresses, "xds_addresses", (settings.xds_host, settings.xds_port))
+
+
+def csr_targets(settings: Settings) -> list[tuple[str, int]]:
+    """Every replica's port 15012 (CSR service and mTLS xDS): ``settings.csr_addresses`` when
+    set, else ``xds_host:csr_port``."""
+    return _host_ports(settings.csr_addresses, "csr_addresses", (settings.xds_host, settings.csr_port))
 
 
 def _xds_cluster(settings: Settings) -> dict[str, Any]:

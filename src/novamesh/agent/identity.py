@@ -13,7 +13,9 @@
 :meth:`WorkloadIdentity.run` then renews before expiry (new key each time, proving possession
 of the current one) at ``cert_renew_fraction`` of the lifetime minus up to
 ``cert_renew_jitter`` of it, retrying every ``cert_retry_interval`` on failure, and pushes each
-new certificate to Envoy over SDS. Without a CA on the control plane (or without any token on a
+new certificate to Envoy over SDS. Every ``trust_bundle_check_interval`` it also compares the
+roots the control plane publishes with its own and renews at once when they differ, so a root
+rotation step reaches every sidecar in seconds rather than at the next renewal. Without a CA on the control plane (or without any token on a
 remote control plane) the workload runs without identity, which is logged.
 """
 
@@ -36,6 +38,7 @@ from ..errors import NovameshError
 from ..security import pki
 from ..security.csr import request_certificate
 from ..settings import Settings
+from .bootstrap import csr_targets
 from .sds import SdsServer, sds_socket_path
 
 __all__ = ["Certificate", "WorkloadIdentity", "renewal_delay", "start_identity", "TOKEN_ENV"]
@@ -103,13 +106,15 @@ class WorkloadIdentity:
         """When the current certificate is renewed (epoch seconds)."""
         self.renewals = 0
         self.failures = 0
+        self.bundle_renewals = 0
+        """Renewals started because the published trust bundle changed."""
+        self._trust_seen: tuple[frozenset[str], str] | None = None
         self._preferred = 0
 
     @property
     def targets(self) -> list[str]:
         """``host:port`` of every replica's CSR service (``csr_addresses``), else the one."""
-        listed = [a.strip() for a in self.settings.csr_addresses.split(",") if a.strip()]
-        return listed or [f"{self.settings.xds_host}:{self.settings.csr_port}"]
+        return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in csr_targets(self.settings)]
 
     @property
     def target(self) -> str:
@@ -186,13 +191,27 @@ class WorkloadIdentity:
         return max(0.0, self.renew_at - self.clock.time())
 
     async def run(self) -> None:
-        """Renew forever (until cancelled)."""
+        """Renew forever (until cancelled); renew early when the published trust bundle changes."""
         delay = self.next_delay()
         while True:
-            await self.clock.sleep(delay)
+            check = self.settings.trust_bundle_check_interval
+            early = False
+            if 0 < check < delay:
+                await self.clock.sleep(check)
+                early = await self._bundle_changed()
+                if not early:
+                    delay = self.next_delay()
+                    continue
+            else:
+                await self.clock.sleep(delay)
             try:
                 await self.renew()
             except (grpc.aio.AioRpcError, NovameshError, OSError) as exc:
+                if early:  # e.g. a rebuilt control plane with another root: keep the schedule
+                    log.warning("early renewal of %s after a trust change failed (%s); next try at the "
+                                "scheduled renewal", self.identity, exc)  # fmt: skip
+                    delay = self.next_delay()
+                    continue
                 self.failures += 1
                 left = (self.current.not_after if self.current else 0) - self.clock.time()
                 log.error("certificate renewal for %s failed (%s); retrying in %.1fs; current certificate "
@@ -200,6 +219,39 @@ class WorkloadIdentity:
                 delay = self.settings.cert_retry_interval
                 continue
             delay = self.next_delay()
+
+    async def _bundle_changed(self) -> bool:
+        """Whether the control plane's published trust has moved on from ours: other roots (a
+        root rotation's start or finish) or another signer than our certificate's issuer (its
+        activate step). Only a trigger: the renewal it causes brings certificate and bundle over
+        the authenticated CSR channel, so a wrong answer here costs one renewal, nothing more.
+        Acts once per published state, so a lagging replica cannot cause a renewal loop."""
+        published = await self.published_trust()
+        if published is None or self.current is None or published == self._trust_seen:
+            return False
+        self._trust_seen = published
+        roots, signer = published
+        held = frozenset(pki.fingerprint(c) for c in pki.load_certs(self.current.roots_pem))
+        if roots == held and signer == self.current.leaf.issuer.rfc4514_string():
+            return False
+        log.info("the control plane's trust bundle or signer changed (root rotation); renewing %s now", self.identity)
+        self.bundle_renewals += 1
+        return True
+
+    async def published_trust(self) -> tuple[frozenset[str], str] | None:
+        """(root fingerprints, signer subject) the control plane's REST API publishes; None
+        when it cannot be had."""
+        try:
+            async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+                resp = await http.get(f"{_first_url(self.settings)}/api/v1/ca/bundle")
+            if resp.status_code != 200:
+                return None
+            body = resp.json()
+            roots = frozenset(pki.fingerprint(c) for c in pki.load_certs("".join(body["roots"]).encode()))
+            return roots, str(body["signer"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, pki.BadInput) as exc:
+            log.debug("trust bundle check failed: %s", exc)
+            return None
 
     async def stop(self) -> None:
         """Stop the SDS server."""

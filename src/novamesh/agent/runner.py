@@ -35,7 +35,7 @@ from typing import Any, TypeVar, cast
 from ..errors import EnvoyError, NovameshError
 from ..model.proxy import Proxy
 from ..settings import Settings
-from .bootstrap import build_bootstrap, write_bootstrap
+from .bootstrap import build_bootstrap, csr_targets, write_bootstrap, xds_addresses
 from .client import ControlPlaneClient, WorkloadSpec
 from .clock import Clock, SystemClock
 from .envoy import EnvoyProcess
@@ -98,6 +98,13 @@ class Agent:
         self._health: HealthServer | None = None
         self._telemetry: Telemetry | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _xds_target(self) -> str:
+        """Where this workload's Envoy gets its configuration (for error messages)."""
+        s = self.settings
+        if self.identity is not None and s.xds_tls:
+            return ", ".join(f"{h}:{p}" for h, p in csr_targets(s)) + " (mTLS)"
+        return ", ".join(f"{h}:{p}" for h, p in xds_addresses(s)) + " (plaintext)"
 
     def _spec(self, ports: tuple[Any, ...]) -> WorkloadSpec:
         c = self.config
@@ -218,7 +225,7 @@ class Agent:
             await self._unless_stopped(reg.register(self._spec(ports)))  # sidecars: clients use mTLS to it
         bootstrap = self.bootstrap_builder(self.proxy, s)
         if self.identity is not None:
-            add_sds(bootstrap, self.identity.sds.socket_path, s)  # and mTLS xDS when xds_tls_port >= 0
+            add_sds(bootstrap, self.identity.sds.socket_path, s)  # and xDS over mTLS on 15012 (xds_tls)
             self._tasks.append(asyncio.create_task(self.identity.run(), name=f"cert-renewal {lease.id}"))
         config_path = write_bootstrap(self.workdir / "bootstrap.json", bootstrap)
 
@@ -239,7 +246,7 @@ class Agent:
             await self._unless_stopped(self.envoy.wait_ready(s.ready_timeout))
         except EnvoyError as exc:
             raise EnvoyError(
-                f"{exc}\n(is the control plane's xDS port {s.xds_host}:{s.xds_port} reachable? "
+                f"{exc}\n(is the control plane's xDS port {self._xds_target()} reachable? "
                 f"`novamesh proxy-status` shows what it sent)"
             ) from exc
         log.info("envoy ready (admin http://%s:%d)", lease.address, s.envoy_admin_port)

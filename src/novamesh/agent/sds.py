@@ -29,9 +29,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2_grpc
 from google.protobuf import any_pb2
 
-from ..security.csr import SERVER_NAME
+from ..security.csr import XDS_SERVER_NAME
 from ..settings import Settings
-from .bootstrap import XDS_CLUSTER
+from ..config.names import is_ip
+from .bootstrap import XDS_CLUSTER, csr_targets
 
 __all__ = ["SdsServer", "add_sds", "sds_socket_path", "SDS_CLUSTER", "CERT_SECRET", "ROOT_SECRET"]
 
@@ -182,8 +183,8 @@ def _sds_config(name: str) -> dict[str, Any]:
 
 def add_sds(bootstrap: dict[str, Any], socket_path: Path, settings: Settings | None = None) -> dict[str, Any]:
     """Add the ``sds-grpc`` and ``novamesh-identity`` static clusters to ``bootstrap`` (in
-    place; returned for chaining). With ``settings.xds_tls_port >= 0`` the ADS cluster also
-    moves to mTLS on that port (see :func:`_mtls_xds`)."""
+    place; returned for chaining). With ``settings.xds_tls`` (the default) the ADS cluster also
+    moves to mutual TLS on the CSR port (see :func:`_mtls_xds`)."""
     http2 = {
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -218,24 +219,28 @@ def add_sds(bootstrap: dict[str, Any], socket_path: Path, settings: Settings | N
     }
     clusters = bootstrap.setdefault("static_resources", {}).setdefault("clusters", [])
     clusters.extend([sds_cluster, identity_cluster])
-    if settings is not None and settings.xds_tls_port >= 0:
+    if settings is not None and settings.xds_tls:
         _mtls_xds(clusters, settings)
     return bootstrap
 
 
 def _mtls_xds(clusters: list[dict[str, Any]], settings: Settings) -> None:
-    """Point the ADS cluster at ``xds_tls_port`` over TLS: the workload certificate as client
+    """Point the ADS cluster at every replica's CSR port (``csr_addresses``, else
+    ``xds_host:csr_port``) over mutual TLS with server name :data:`XDS_SERVER_NAME`, which the
+    control plane's port router sends to its ADS server: the workload certificate as client
     certificate, the trust bundle and the control plane's SPIFFE id to verify the server."""
     xds = next(c for c in clusters if c["name"] == XDS_CLUSTER)
-    for group in xds["load_assignment"]["endpoints"]:
-        for lb in group["lb_endpoints"]:
-            lb["endpoint"]["address"]["socket_address"]["port_value"] = settings.xds_tls_port
+    targets = csr_targets(settings)
+    xds["type"] = "STATIC" if all(is_ip(h) for h, _ in targets) else "STRICT_DNS"
+    xds["load_assignment"]["endpoints"] = [{"lb_endpoints": [
+        {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}} for h, p in targets
+    ]}]  # fmt: skip
     server_id = f"spiffe://{settings.trust_domain}/ns/novamesh-system/sa/control-plane"
     xds["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": SERVER_NAME,
+            "sni": XDS_SERVER_NAME,
             "common_tls_context": {
                 "alpn_protocols": ["h2"],
                 "tls_certificate_sds_secret_configs": [_sds_config(CERT_SECRET)],

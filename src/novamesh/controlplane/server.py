@@ -21,6 +21,7 @@ from .autorollback import AutoRollback
 from .backup_schedule import start_scheduled_backups
 from .mesh import Mesh
 from ..security.service import SecurityServer, bind_xds_ports
+from ..security.xds_authn import AuthenticatedAds
 
 __all__ = ["ControlPlane", "run_control_plane"]
 
@@ -71,9 +72,11 @@ class ControlPlane:
                 *max_age_options(s),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.mesh.xds, grpc_server)
         security = SecurityServer(s, self.store, self.clock)  # CA + CSR service (15012, TLS)
-        bind_xds_ports(grpc_server, s, security)  # plaintext xds_port and/or mTLS xds_tls_port
+        # Over mTLS a stream may only ask for the configuration of its certificate's identity.
+        ads = AuthenticatedAds(self.mesh.xds, s.trust_domain, security.peer_name)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, grpc_server)
+        bind_xds_ports(grpc_server, s, security)  # mTLS behind csr_port and/or plaintext xds_port
         api = uvicorn.Server(
             uvicorn.Config(create_app(self.mesh), host=s.bind_host, port=s.http_port, log_level="warning", lifespan="off", access_log=False)
         )

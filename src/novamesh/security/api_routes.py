@@ -78,8 +78,9 @@ def security_router(mesh: Mesh) -> APIRouter:
     @router.get("/api/v1/ca/bundle")
     async def ca_bundle() -> dict[str, Any]:
         check()
-        roots = ca_for(mesh.settings, mesh.store, mesh.clock).trust_bundle()
-        return {"trust_domain": mesh.settings.trust_domain, "roots": [cert_pem(r).decode() for r in roots]}
+        ca = ca_for(mesh.settings, mesh.store, mesh.clock)
+        return {"trust_domain": mesh.settings.trust_domain, "roots": [cert_pem(r).decode() for r in ca.trust_bundle()],
+                "signer": ca.signer_subject()}  # fmt: skip
 
     @router.post("/api/v1/ca/rotate-root", response_model=None)
     async def rotate(req: RotateRequest, request: Request) -> dict[str, Any] | JSONResponse:

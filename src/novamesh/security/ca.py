@@ -88,6 +88,11 @@ class CertificateAuthority(Protocol):
         """JSON-able description (mode, roots with fingerprints and expiry, signer)."""
         ...
 
+    def signer_subject(self) -> str:
+        """The subject (RFC 4514) of the certificate that signs workload certificates now:
+        agents compare it with their leaf's issuer to learn that a new root signs."""
+        ...
+
 
 def _issue(signer: _Signer, clock: Clock, public_key: Any, uris: list[str], ttl: float,
            dns_names: list[str] | None, ips: list[str] | None) -> Issued:  # fmt: skip
@@ -159,6 +164,9 @@ class StoreCA:
 
     def trust_bundle(self) -> list[x509.Certificate]:
         return list(self._current().roots)
+
+    def signer_subject(self) -> str:
+        return self._current().cert.subject.rfc4514_string()
 
     def status(self) -> dict[str, Any]:
         signer = self._current()
@@ -279,6 +287,9 @@ class PluggedCA:
 
     def trust_bundle(self) -> list[x509.Certificate]:
         return list(self._signer.roots)
+
+    def signer_subject(self) -> str:
+        return self._signer.cert.subject.rfc4514_string()
 
     def status(self) -> dict[str, Any]:
         return {

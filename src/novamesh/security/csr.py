@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -46,6 +47,7 @@ __all__ = [
     "SERVICE",
     "METHOD",
     "SERVER_NAME",
+    "XDS_SERVER_NAME",
     "CertificateService",
     "CsrServer",
     "request_certificate",
@@ -58,6 +60,9 @@ SERVICE = "novamesh.security.v1.CertificateService"
 METHOD = f"/{SERVICE}/CreateCertificate"
 #: The DNS name in the control plane's serving certificate (clients override the target name).
 SERVER_NAME = "novamesh-control-plane"
+#: The TLS server name (SNI) that routes a connection on the CSR port to mutual-TLS xDS
+#: (security/portmux.py); also in the serving certificate.
+XDS_SERVER_NAME = f"xds.{SERVER_NAME}"
 _MAX_REQUEST = 128 * 1024
 
 
@@ -167,7 +172,7 @@ class ServingCert:
 
     def _make(self) -> grpc.ServerCertificateConfiguration:
         key = pki.generate_key("ec-p256")
-        issued = self.ca.issue(key.public_key(), [self.uri], self.ttl, dns_names=[SERVER_NAME, "localhost"], ips=self.ips)
+        issued = self.ca.issue(key.public_key(), [self.uri], self.ttl, dns_names=[SERVER_NAME, XDS_SERVER_NAME, "localhost"], ips=self.ips)
         self._renew_at = self.clock.time() + self.ttl / 2
         self._roots = [pki.fingerprint(r) for r in issued.roots]
         # The roots verify client certificates where the server requires them (mTLS xDS).
@@ -187,33 +192,40 @@ class ServingCert:
 
 
 class CsrServer:
-    """The gRPC-over-TLS server of :class:`CertificateService` on ``host:port``."""
+    """The gRPC-over-TLS server of :class:`CertificateService` on ``host:port``.
 
-    def __init__(self, service: CertificateService, host: str, port: int, *, server_cert_ttl: float) -> None:
+    ``cert_hosts`` are the addresses clients dial (IP SANs of the serving certificate; defaults
+    to ``host``); ``peer_name`` maps ``context.peer()`` to the caller's real address for the log
+    (the control plane serves this behind :class:`~novamesh.security.portmux.SniRouter`)."""
+
+    def __init__(self, service: CertificateService, host: str, port: int, *, server_cert_ttl: float,
+                 cert_hosts: list[str] | None = None, peer_name: Callable[[str], str] | None = None) -> None:  # fmt: skip
         self.service = service
         self.host, self.port = host, port
         self.served = 0
         self.refused = 0
-        self._cert = ServingCert(service.ca, service.clock, [host], service.trust_domain, server_cert_ttl)
+        self._peer_name = peer_name or (lambda peer: peer)
+        self._cert = ServingCert(service.ca, service.clock, cert_hosts or [host], service.trust_domain, server_cert_ttl)
         self._server: grpc.aio.Server | None = None
 
     async def _handle(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         md = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        peer = self._peer_name(context.peer())
         try:
             body, identity = self.service.create(request, md.get("authorization"))
         except AuthFailed as exc:
             self.refused += 1
-            log.warning("CSR from %s refused: %s", context.peer(), exc.reason)
+            log.warning("CSR from %s refused: %s", peer, exc.reason)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication failed")
         except pki.BadInput as exc:
             self.refused += 1
-            log.warning("CSR from %s rejected: %s", context.peer(), exc)
+            log.warning("CSR from %s rejected: %s", peer, exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid certificate request: {exc}")
         except Exception:
-            log.exception("CSR from %s failed", context.peer())
+            log.exception("CSR from %s failed", peer)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         self.served += 1
-        log.info("issued a certificate for %s to %s", identity, context.peer())
+        log.info("issued a certificate for %s to %s", identity, peer)
         return body
 
     async def start(self) -> int:

@@ -2,8 +2,10 @@
 
 :class:`SecurityServer` is created and owned by :class:`~novamesh.controlplane.server.ControlPlane`:
 ``start()`` before serving, ``run()`` as a task of its TaskGroup (reloads a plugged-in CA when its
-files change), ``stop()`` on shutdown. A store without secret storage, or ``csr_port = -1``,
-leaves the CA off (logged): the mesh then runs without workload identities.
+files change), ``stop()`` on shutdown. Port 15012 (``csr_port``) carries both the CSR service and
+ADS over mutual TLS, told apart by TLS server name (security/portmux.py). A store without secret
+storage, or ``csr_port = -1``, leaves the CA off (logged): the mesh then runs without workload
+identities.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from ..errors import NovameshError
 from ..settings import Settings
 from ..store.base import ConfigStore
 from .ca import PluggedCA, StoreCA, open_ca
-from .csr import CertificateService, CsrServer, ServingCert
+from .csr import XDS_SERVER_NAME, CertificateService, CsrServer, ServingCert
+from .portmux import SniRouter
 from .tokens import TokenStore
 
 __all__ = ["SecurityServer", "secrets_supported", "ca_for", "tokens_for", "bind_xds_ports"]
 
 log = logging.getLogger(__name__)
+
+_BACKEND_HOST = "127.0.0.1"
+"""Where the CSR service and mTLS ADS listen, behind the router on ``csr_port``."""
 
 
 def secrets_supported(store: ConfigStore) -> bool:
@@ -44,7 +50,10 @@ def tokens_for(settings: Settings, store: ConfigStore, clock: Clock) -> TokenSto
 
 
 class SecurityServer:
-    """CA + CSR server of one control plane (see the module docstring)."""
+    """CA + CSR service + the port-15012 router of one control plane (module docstring).
+
+    The CSR service and the mTLS ADS port listen on loopback ephemeral ports; the public
+    ``csr_port`` is a :class:`SniRouter` in front of both (security/portmux.py)."""
 
     def __init__(self, settings: Settings, store: ConfigStore, clock: Clock) -> None:
         self.settings = settings
@@ -52,6 +61,9 @@ class SecurityServer:
         self.enabled = settings.csr_port >= 0 and secrets_supported(store)
         self.ca: StoreCA | PluggedCA | None = None
         self.csr: CsrServer | None = None
+        self.router: SniRouter | None = None
+        self.xds_backend_port: int | None = None
+        """The loopback port of mTLS ADS (set by :func:`bind_xds_ports`)."""
         self._xds_cert: ServingCert | None = None
         if not self.enabled:
             why = "csr_port is -1" if settings.csr_port < 0 else "the store keeps no secrets"
@@ -60,7 +72,12 @@ class SecurityServer:
         self.ca = ca_for(settings, store, clock)
         service = CertificateService(self.ca, tokens_for(settings, store, clock), clock,
                                      trust_domain=settings.trust_domain, cert_ttl=settings.cert_ttl)  # fmt: skip
-        self.csr = CsrServer(service, settings.bind_host, settings.csr_port, server_cert_ttl=settings.cert_ttl)
+        self.csr = CsrServer(service, _BACKEND_HOST, 0, server_cert_ttl=settings.cert_ttl,
+                             cert_hosts=[settings.bind_host], peer_name=self.peer_name)  # fmt: skip
+
+    def peer_name(self, grpc_peer: str) -> str:
+        """The client's real address behind a backend's ``context.peer()``."""
+        return self.router.peer_of(grpc_peer) if self.router is not None else grpc_peer
 
     def xds_credentials(self) -> grpc.ServerCredentials | None:
         """mTLS server credentials for the ADS port (client certificates required, verified
@@ -72,11 +89,22 @@ class SecurityServer:
         self._xds_cert = cert  # grpc keeps only the callback
         return grpc.dynamic_ssl_server_credentials(cert.current, cert.fetch, require_client_authentication=True)
 
+    def _route(self, sni: str | None) -> int:
+        if sni == XDS_SERVER_NAME and self.xds_backend_port is not None:
+            return self.xds_backend_port
+        assert self.csr is not None
+        return self.csr.port
+
     async def start(self) -> None:
-        """Bind the CSR port (raises NovameshError when it is taken)."""
-        if self.csr is not None:
-            port = await self.csr.start()
-            log.info("CSR service on %s:%d (TLS), CA: %s", self.settings.bind_host, port, self.ca.status()["mode"] if self.ca else "-")
+        """Start the CSR service and bind ``csr_port`` (NovameshError when it is taken)."""
+        if self.csr is None:
+            return
+        s = self.settings
+        await self.csr.start()
+        self.router = SniRouter(s.bind_host, s.csr_port, self._route, hello_timeout=s.tls_hello_timeout)
+        port = await self.router.start()
+        log.info("CSR service on %s:%d (TLS%s), CA: %s", s.bind_host, port, "; also xDS over mTLS" if self.xds_backend_port else "",
+                 self.ca.status()["mode"] if self.ca else "-")  # fmt: skip
 
     async def run(self) -> None:
         """Until cancelled: pick up changed plugged-in CA files."""
@@ -86,7 +114,9 @@ class SecurityServer:
                 self.ca.maybe_reload()
 
     async def stop(self) -> None:
-        """Stop the CSR server."""
+        """Stop the router and the CSR server."""
+        if self.router is not None:
+            await self.router.stop()
         if self.csr is not None:
             await self.csr.stop()
 
@@ -99,20 +129,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def bind_xds_ports(server: grpc.aio.Server, settings: Settings, security: SecurityServer) -> None:
-    """Bind the ADS ports of ``server``: plaintext ``xds_port`` (unless ``xds_plaintext`` is off;
-    on loopback only once mTLS is on) and mTLS ``xds_tls_port`` (when >= 0). Raises
-    NovameshError for a port in use or a configuration without any xDS port."""
+    """Bind the ADS ports of ``server``: mTLS on a loopback port behind ``csr_port``'s router
+    (when ``xds_tls`` and the CA is on) and plaintext ``xds_port`` (unless ``xds_plaintext`` is
+    off; loopback only while mTLS is served). Raises NovameshError for a port in use or a
+    configuration without any xDS port."""
     s = settings
-    if s.xds_tls_port >= 0:
-        creds = security.xds_credentials()
-        if creds is None:
-            raise NovameshError("xds_tls_port needs the CA (csr_port >= 0 and a store with secrets)")
-        if not server.add_secure_port(f"{s.bind_host}:{s.xds_tls_port}", creds):
-            raise NovameshError(f"cannot listen for mTLS xDS on {s.bind_host}:{s.xds_tls_port} (port in use?); set xds_tls_port")
+    creds = security.xds_credentials() if s.xds_tls else None
+    if creds is not None:
+        port = int(server.add_secure_port(f"{_BACKEND_HOST}:0", creds))
+        if not port:
+            raise NovameshError(f"cannot listen for mTLS xDS on {_BACKEND_HOST} (no free port?)")
+        security.xds_backend_port = port
     elif not s.xds_plaintext:
-        raise NovameshError("xds_plaintext is off and xds_tls_port is -1: sidecars could not connect; set xds_tls_port")
+        why = "xds_tls is off" if not s.xds_tls else "the CA is off (csr_port -1 or a store without secrets)"
+        raise NovameshError(f"xds_plaintext is off and {why}: sidecars could not connect; turn one of them on")
     if s.xds_plaintext:
         # Plaintext is for local development: with mTLS available it never leaves loopback.
-        host = s.bind_host if s.xds_tls_port < 0 or _is_loopback(s.bind_host) else "127.0.0.1"
+        host = s.bind_host if creds is None or _is_loopback(s.bind_host) else "127.0.0.1"
+        if creds is None and not _is_loopback(s.bind_host):
+            log.warning("plaintext xDS on %s:%d: the CA is off, so sidecars cannot use mTLS", host, s.xds_port)
         if not server.add_insecure_port(f"{host}:{s.xds_port}"):
             raise NovameshError(f"cannot listen for xDS on {host}:{s.xds_port} (port in use?); pass --xds-port")

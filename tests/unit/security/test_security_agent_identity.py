@@ -57,7 +57,8 @@ class _LocalIdentity(WorkloadIdentity):
 
 
 async def test_renewal_follows_the_schedule_and_retries_on_failure(store: SqliteStore, clock: ManualClock) -> None:
-    settings = Settings(cert_ttl=100, cert_renew_fraction=0.5, cert_renew_jitter=0.2, cert_retry_interval=3)
+    settings = Settings(cert_ttl=100, cert_renew_fraction=0.5, cert_renew_jitter=0.2, cert_retry_interval=3,
+                        trust_bundle_check_interval=0)  # fmt: skip
     sds = _FakeSds()
     wid = _LocalIdentity(settings, clock, ID, sds, rng=random.Random(7))
     wid.ca = StoreCA(store, clock)
@@ -86,6 +87,85 @@ async def test_renewal_follows_the_schedule_and_retries_on_failure(store: Sqlite
                 break
         assert wid.renewals == 1 and len(sds.updates) == 2
         assert wid.current is not None and wid.current.leaf.serial_number != first.leaf.serial_number
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class _BundleWatchingIdentity(_LocalIdentity):
+    """Sees the roots the control plane publishes through ``published`` (the REST answer)."""
+
+    published: tuple[frozenset[str], str] | None = None
+    checks = 0
+
+    async def published_trust(self) -> tuple[frozenset[str], str] | None:
+        self.checks += 1
+        return self.published
+
+
+async def _settle(cond: object, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+        if callable(cond) and cond():
+            return
+
+
+async def test_a_changed_trust_bundle_triggers_a_renewal_at_once(store: SqliteStore, clock: ManualClock) -> None:
+    """Root rotation: the agent picks up A+B (and later only B) within one check interval, not
+    at its next scheduled renewal (half of a 24 h certificate by default)."""
+    from novamesh.security.ca import rotate_root
+
+    settings = Settings(cert_ttl=1000, cert_renew_jitter=0, trust_bundle_check_interval=10)
+    sds = _FakeSds()
+    wid = _BundleWatchingIdentity(settings, clock, ID, sds, rng=random.Random(1))
+    wid.ca = StoreCA(store, clock)
+    await wid.obtain(b"", "token")
+    ca = wid.ca
+
+    def publish() -> None:
+        wid.published = (frozenset(pki.fingerprint(c) for c in ca.trust_bundle()), ca.signer_subject())
+
+    def roots_held() -> set[str]:
+        assert wid.current is not None
+        return {pki.fingerprint(c) for c in pki.load_certs(wid.current.roots_pem)}
+
+    publish()
+    task = asyncio.create_task(wid.run())
+    try:
+        await _settle(None, 50)
+        clock.advance(10.01)
+        await _settle(lambda: wid.checks >= 1)
+        assert wid.checks == 1 and wid.renewals == 0  # same bundle, same signer: nothing to do
+        ca.REFRESH = 0  # type: ignore[misc]  # re-read the store at once, not after a second
+        # start: B joins the bundle -> renew at the next check, not at the scheduled renewal.
+        rotate_root(ca, "start")
+        publish()
+        clock.advance(10.01)
+        await _settle(lambda: wid.renewals >= 1)
+        assert wid.renewals == 1 and wid.bundle_renewals == 1 and len(roots_held()) == 2
+        assert len(sds.updates) == 2  # Envoy got the new bundle over SDS
+        # The same published state again: no second renewal (no loop on a lagging replica).
+        clock.advance(10.01)
+        await _settle(lambda: wid.checks >= 3)
+        assert wid.checks == 3 and wid.renewals == 1
+        # activate: B signs -> our A-signed certificate is replaced by a B-signed one.
+        rotate_root(ca, "activate")
+        publish()
+        clock.advance(10.01)
+        await _settle(lambda: wid.renewals >= 2)
+        assert wid.renewals == 2 and wid.current is not None
+        assert wid.current.leaf.issuer.rfc4514_string() == ca.signer_subject()
+        # finish: only B -> the agent drops A from what its Envoy trusts.
+        rotate_root(ca, "finish")
+        publish()
+        clock.advance(10.01)
+        await _settle(lambda: wid.renewals >= 3)
+        assert wid.bundle_renewals == 3 and len(roots_held()) == 1
+        # Unknown (control plane unreachable): nothing happens.
+        wid.published = None
+        clock.advance(10.01)
+        await _settle(lambda: wid.checks >= 6)
+        assert wid.checks == 6 and wid.renewals == 3 and wid.failures == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -146,17 +226,28 @@ def test_bootstrap_gets_the_sds_cluster_and_the_identity_cluster() -> None:
     assert tls["validation_context_sds_secret_config"]["name"] == "ROOTCA"
 
 
-def test_mtls_xds_moves_the_ads_cluster_to_the_tls_port() -> None:
-    settings = Settings(xds_tls_port=15011, trust_domain="prod.example")
+def test_mtls_xds_moves_the_ads_cluster_to_every_csr_port() -> None:
+    settings = Settings(csr_port=15012, trust_domain="prod.example")
     boot = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), settings), Path("/s.sock"), settings)
     xds = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "xds-grpc")
     ports = {lb["endpoint"]["address"]["socket_address"]["port_value"] for g in xds["load_assignment"]["endpoints"] for lb in g["lb_endpoints"]}
-    assert ports == {15011}
-    ctx = xds["transport_socket"]["typed_config"]["common_tls_context"]
+    assert ports == {15012}
+    tls = xds["transport_socket"]["typed_config"]
+    assert tls["sni"] == "xds.novamesh-control-plane"  # the port router sends it to ADS, not the CSR service
+    ctx = tls["common_tls_context"]
     assert ctx["tls_certificate_sds_secret_configs"][0]["name"] == "default"
     sans = ctx["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"]
     assert sans == [{"san_type": "URI", "matcher": {"exact": "spiffe://prod.example/ns/novamesh-system/sa/control-plane"}}]
-    plain = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), Settings()), Path("/s.sock"), Settings())
+    # HA: one endpoint per replica, the same list the CSR client fails over across.
+    ha = Settings(csr_addresses="10.0.0.1:15012, 10.0.0.2:25012", xds_addresses="10.0.0.1:15010,10.0.0.2:25010")
+    boot = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), ha), Path("/s.sock"), ha)
+    xds = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "xds-grpc")
+    addrs = [lb["endpoint"]["address"]["socket_address"] for g in xds["load_assignment"]["endpoints"] for lb in g["lb_endpoints"]]
+    assert [(a["address"], a["port_value"]) for a in addrs] == [("10.0.0.1", 15012), ("10.0.0.2", 25012)]
+    assert xds["type"] == "STATIC"
+    # xds_tls off: the ADS cluster stays plaintext on xds_port.
+    off = Settings(xds_tls=False)
+    plain = add_sds(build_bootstrap(Proxy(id="w1", service="reviews"), off), Path("/s.sock"), off)
     assert "transport_socket" not in next(c for c in plain["static_resources"]["clusters"] if c["name"] == "xds-grpc")
 
 
