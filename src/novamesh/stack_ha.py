@@ -31,7 +31,8 @@ from .controlplane import etcd_local
 from .errors import ControlPlaneUnavailable, NovameshError
 
 if TYPE_CHECKING:
-    from .stack import Progress, StackRunner
+    from .stack import StackRunner
+    from .stack_procs import Progress
 
 __all__ = ["PORT_STRIDE", "STORES", "parse_ha", "replica_ports", "start_ha_control_plane"]
 

@@ -1,6 +1,7 @@
 """Helpers shipped for tests and users.
 
-- :func:`wait_until` — poll a condition with a deadline (use it instead of ``sleep``).
+- :func:`wait_until` / :func:`wait_until_async` — poll a condition with a deadline (use them
+  instead of ``sleep``; the async one inside coroutines).
 - :mod:`novamesh.testing.echo` — the echo app (:class:`EchoServer`, ``python -m
   novamesh.testing.echo``): answers with its service, version, the path, headers and caller it saw.
 - :mod:`novamesh.testing.load` — :func:`run_load` (N requests, counted) and :class:`Traffic`
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_async
 
-__all__ = ["wait_until", "EchoServer", "make_server", "run_load", "LoadResult", "Traffic", "Sample", "ManualClock", "LocalMesh"]
+__all__ = [
+    "wait_until", "wait_until_async", "EchoServer", "make_server", "run_load", "LoadResult", "Traffic", "Sample", "ManualClock",
+    "LocalMesh",
+]
 
 _LAZY = {
     "EchoServer": "echo",

@@ -6,8 +6,7 @@ import asyncio
 import os
 import random
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from novamesh.agent.workload import free_port
 from novamesh.errors import EnvoyError
 from novamesh.model.proxy import Proxy
 from novamesh.settings import Settings
+from novamesh.testing.waiting import wait_until_async
 
 DEADLINE = 30.0  # generous safety net for slow CI machines; never a pass/fail timing
 
@@ -76,15 +76,6 @@ def static_bootstrap(address: str, admin_port: int, listener_port: int, backend_
     }
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it is true; fail after DEADLINE."""
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def settings_for(tmp_path: Path) -> Settings:
     return Settings(
         data_dir=str(tmp_path),
@@ -131,7 +122,7 @@ async def test_start_ready_restart_after_sigkill_and_stop(static_envoy: tuple[En
     async def restarted() -> bool:
         return envoy.restarts >= 1 and envoy.pid != first_pid and await answers(url)
 
-    await eventually(restarted, "the supervisor to restart envoy")
+    await wait_until_async(restarted, DEADLINE, message="the supervisor to restart envoy")
     assert envoy.exits == 1
     await envoy.wait_ready(DEADLINE)
 
@@ -215,9 +206,9 @@ async def test_drain_waits_for_the_request_in_flight(tmp_path: Path) -> None:
             async def in_flight() -> bool:
                 return (await envoy.active()).requests == 1
 
-            await eventually(in_flight, "envoy to count the request")
+            await wait_until_async(in_flight, DEADLINE, message="envoy to count the request")
             drain = asyncio.create_task(envoy.drain(DEADLINE))
-            await eventually(lambda: asyncio.sleep(0, result=envoy.draining), "envoy to accept the drain")
+            await wait_until_async(lambda: envoy.draining, DEADLINE, message="envoy to accept the drain")
             assert not drain.done()  # the request is still held by the backend
             release.set()
             response = await request

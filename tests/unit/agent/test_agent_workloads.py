@@ -10,8 +10,7 @@ import random
 import signal
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from novamesh.agent.workload import AgentConfig, PortSpec, free_port
 from novamesh.errors import ConfigError, ControlPlaneUnavailable
 from novamesh.model.proxy import Proxy, ProxyPort
 from novamesh.settings import Settings
+from novamesh.testing.waiting import wait_until, wait_until_async
 
 DEADLINE = 30.0  # safety net only
 
@@ -83,11 +83,9 @@ class FakeControlPlane:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + DEADLINE
-        while not self._server.started:
-            assert self._thread.is_alive(), "fake control plane failed to start"
-            assert time.monotonic() < deadline, "fake control plane did not start"
-            time.sleep(0.01)
+        server, thread = self._server, self._thread
+        wait_until(lambda: server.started or not thread.is_alive(), DEADLINE, 0.01, "the fake control plane to start")
+        assert server.started, "fake control plane failed to start"
         return self
 
     def stop(self) -> None:
@@ -113,17 +111,6 @@ async def client(control_plane: FakeControlPlane) -> AsyncIterator[ControlPlaneC
 
 SPEC = WorkloadSpec(service="reviews", namespace="bookinfo", version="v2", labels={"app": "reviews"},
                     ports=(ProxyPort(9080, "HTTP", "http-9080", 41000),))  # fmt: skip
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        result = check()
-        if result if isinstance(result, bool) else await result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 # ---- ControlPlaneClient ---------------------------------------------------------------------
@@ -298,7 +285,7 @@ async def test_agent_runs_app_heartbeats_ready_and_stops_in_order(
     try:
         await asyncio.wait_for(agent.started.wait(), DEADLINE)
         wid = agent.registration.id
-        await eventually(lambda: control_plane.workloads.get(wid, {}).get("ready") is True, "a ready heartbeat")
+        await wait_until_async(lambda: control_plane.workloads.get(wid, {}).get("ready") is True, DEADLINE, 0.02, "a ready heartbeat")
         assert await health(agent) == 200
 
         assert agent.proxy is not None and agent.workdir is not None
@@ -405,7 +392,7 @@ async def test_signalled_agent_process_shuts_down_in_order(
         line = await asyncio.wait_for(proc.stdout.readline(), DEADLINE)
         assert line.strip() == b"STARTED"
         (wid,) = control_plane.workloads
-        await eventually(lambda: control_plane.workloads[wid].get("ready") is True, "a ready heartbeat")
+        await wait_until_async(lambda: control_plane.workloads[wid].get("ready") is True, DEADLINE, 0.02, "a ready heartbeat")
         proc.send_signal(sig)
         assert await asyncio.wait_for(proc.wait(), DEADLINE) == expected
         assert control_plane.workloads == {}

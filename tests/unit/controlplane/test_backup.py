@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from novamesh.errors import ConfigError, NovameshError
 from novamesh.settings import Settings
 from novamesh.store import SqliteStore
 from novamesh.testing.clock import ManualClock
+from novamesh.testing.waiting import wait_until_async
 
 FAST_N = 2**14  # the cheapest scrypt cost the reader accepts: keeps the tests quick
 
@@ -371,14 +371,6 @@ def test_cli_restore_verify_only_and_refusals(tmp_path: Path) -> None:
 
 
 # -- scheduled backups -------------------------------------------------------------------------
-async def _until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 class _Follower:
     is_leader = False
 
@@ -405,10 +397,10 @@ async def test_scheduler_writes_on_change_skips_when_unchanged_and_keeps_the_new
     task = asyncio.create_task(sched.run())
 
     async def tick() -> None:
-        await _until(lambda: clock.sleepers == 1, "the scheduler to sleep")
+        await wait_until_async(lambda: clock.sleepers == 1, 10.0, 0.005, "the scheduler to sleep")
         ticks = sched.ticks
         clock.advance(60)
-        await _until(lambda: sched.ticks == ticks + 1, "a tick")
+        await wait_until_async(lambda: sched.ticks == ticks + 1, 10.0, 0.005, "a tick")
 
     try:
         await tick()
@@ -459,10 +451,10 @@ async def test_scheduled_backups_are_off_by_default_and_owned_by_the_task_group(
         mesh.settings = mesh.settings.replace(backup_interval=30.0, backup_retention=3)
         task = start_scheduled_backups(tg, mesh, clock)
         assert task is not None and task.get_name() == "scheduled-backups"
-        await _until(lambda: clock.sleepers == 1, "the scheduler to sleep")
+        await wait_until_async(lambda: clock.sleepers == 1, 10.0, 0.005, "the scheduler to sleep")
         _apply(mesh, DR)
         clock.advance(30)
-        await _until(lambda: bool(list_backups(tmp_path / "backups")), "a backup in <data_dir>/backups")
+        await wait_until_async(lambda: bool(list_backups(tmp_path / "backups")), 10.0, 0.005, "a backup in <data_dir>/backups")
         task.cancel()
     # a broken passphrase file fails each backup loudly; it never yields an unsealed backup
     mesh.settings = mesh.settings.replace(backup_passphrase_file=str(tmp_path / "missing"), backup_dir=str(tmp_path / "b2"))
@@ -470,9 +462,9 @@ async def test_scheduled_backups_are_off_by_default_and_owned_by_the_task_group(
     async with asyncio.TaskGroup() as tg:
         task = start_scheduled_backups(tg, mesh, clock)
         assert task is not None
-        await _until(lambda: clock.sleepers == 1, "the scheduler to sleep")
+        await wait_until_async(lambda: clock.sleepers == 1, 10.0, 0.005, "the scheduler to sleep")
         clock.advance(30)
-        await _until(lambda: clock.sleepers == 1, "the failed tick to finish")
+        await wait_until_async(lambda: clock.sleepers == 1, 10.0, 0.005, "the failed tick to finish")
         task.cancel()
     assert list_backups(tmp_path / "b2") == []
     assert "scheduled backups will fail until this is fixed" in caplog.text

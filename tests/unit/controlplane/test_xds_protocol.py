@@ -18,6 +18,7 @@ from novamesh.model.proxy import METADATA_KEY, Proxy
 from novamesh.model.snapshot import build_snapshot
 from novamesh.registry import Workload, WorkloadPort
 from novamesh.testing.mesh import free_port
+from novamesh.testing.waiting import wait_until_async
 from novamesh.translate import T, TranslateOptions
 from novamesh.xds import TranslationCache, XdsServer
 
@@ -132,12 +133,15 @@ async def _handshake(env: FakeEnvoy) -> dict[str, discovery_pb2.DiscoveryRespons
 
 
 async def _wait_status(xds: XdsServer, pid: str, t: str, status: str) -> dict[str, Any]:
-    for _ in range(200):
-        for p in xds.status():
-            if p["id"] == pid and p["types"][t]["status"] == status:
-                return p
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{pid} {t} never became {status}: {xds.status()}")
+    def reached() -> dict[str, Any] | None:
+        return next((p for p in xds.status() if p["id"] == pid and p["types"][t]["status"] == status), None)
+
+    try:
+        found = await wait_until_async(reached, 5.0, 0.01, f"{pid} {t} to become {status}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; status: {xds.status()}") from None
+    assert found is not None
+    return found
 
 
 async def test_initial_sync_acks_and_no_push_without_change(server: Any) -> None:

@@ -21,6 +21,7 @@ from novamesh.store.base import ConfigStore, WatchableStore
 from novamesh.store.etcd import EtcdStore, parse_etcd_url
 from novamesh.testing.ha import EtcdCluster, etcd_binary
 from novamesh.testing.mesh import free_port, poll
+from novamesh.testing.waiting import wait_until_async
 
 VS = ("VirtualService", "default", "reviews")
 DR = ("DestinationRule", "default", "reviews")
@@ -155,18 +156,12 @@ async def test_watch_reports_commits_and_workloads_of_other_writers(etcd: EtcdCl
     workloads: list[int] = []
     task = asyncio.create_task(watcher.watch(configs.append, lambda: workloads.append(1)))
 
-    async def until(pred: Any, what: str) -> None:
-        deadline = time.monotonic() + 10
-        while not pred():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.02)
-
     try:
-        await until(lambda: configs == [0] and workloads == [1], "the initial resync")
+        await wait_until_async(lambda: configs == [0] and workloads == [1], 10, 0.02, "the initial resync")
         await asyncio.to_thread(writer.commit, [(VS, _vs("v1"))], [])
-        await until(lambda: configs[-1:] == [1], "revision 1 reported")
+        await wait_until_async(lambda: configs[-1:] == [1], 10, 0.02, "revision 1 reported")
         await asyncio.to_thread(writer.save_workload, "w1", {"id": "w1"}, time.time() + 30)
-        await until(lambda: len(workloads) == 2, "the workload change reported")
+        await wait_until_async(lambda: len(workloads) == 2, 10, 0.02, "the workload change reported")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
