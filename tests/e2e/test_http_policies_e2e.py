@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,6 +196,31 @@ def test_per_try_timeout_retries_on_another_host(mesh: LocalMesh, client: Worklo
     timed_out = _stat(client, f"cluster.{ANY}.upstream_rq_per_try_timeout") - per_try_before
     assert timed_out >= 1
     assert _stat(client, f"cluster.{ANY}.upstream_rq_retry") - retry_before == timed_out
+
+
+def test_per_try_timeout_with_default_retry_on_is_accepted_with_a_warning_and_not_retried(
+        mesh: LocalMesh, client: WorkloadProcess, versions: dict[str, WorkloadProcess], tmp_path: Path) -> None:
+    """Istio's docs snippet (no retryOn) is accepted as Istio accepts it; the dry run shows the
+    NM0004 warning, and Envoy behaves as it says: the timed-out try is not retried (504)."""
+    http = """
+  - route: [{destination: {host: flaky, subset: v1}}]
+    timeout: 10s
+    retries: {attempts: 3, perTryTimeout: 0.3s}
+"""
+    path = tmp_path / "vs.yaml"
+    path.write_text(f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: flaky}}\n"
+                    f"spec:\n  hosts: [flaky]\n  http:{http}")
+    dry = mesh.cli("apply", "--dry-run", "-f", str(path))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "Warning [NM0004]" in dry.stdout and "gateway-error" in dry.stdout, dry.stdout
+    _apply(mesh, client, "per-try-default", http)
+    _echo(versions["v1"], "POST", "/_echo/config", {"delay": 3})
+    per_try_before = _stat(client, f"cluster.{V1}.upstream_rq_per_try_timeout")
+    retry_before = _stat(client, f"cluster.{V1}.upstream_rq_retry")
+    r = _send(client, "/")
+    assert r.status_code == 504 and "upstream request timeout" in r.text
+    assert _stat(client, f"cluster.{V1}.upstream_rq_per_try_timeout") == per_try_before + 1
+    assert _stat(client, f"cluster.{V1}.upstream_rq_retry") == retry_before  # never retried
 
 
 # --- fault injection -------------------------------------------------------------------------

@@ -179,6 +179,10 @@ def test_each_sidecar_reports_istio_labels(mesh: LocalMesh, phase1: list[httpx.R
     assert _requests(client, **src, destination_workload="front-v1", response_code="500", response_flags="-") == 1
     # The fault abort never reached front: the client's sidecar answered 503 with flag FI.
     assert _requests(client, **src, destination_workload="unknown", response_code="503", response_flags="FI") == 1
+    # Over mTLS the source reporter also knows both principals; the abort had no upstream connection.
+    sa = "spiffe://cluster.local/ns/default/sa/default"
+    assert _requests(client, **src, source_principal=sa, destination_principal=sa, response_flags="-") == 5
+    assert _requests(client, **src, destination_principal="unknown", response_flags="FI") == 1
     dst = {"reporter": "destination", "source_workload": "client-v1", "destination_workload": "front-v1",
            "destination_app": "front", "destination_service": FRONT}
     # The policy follows the connection: mutual_tls exactly when the caller's certificate (principal) is known.
@@ -309,6 +313,15 @@ def test_tcp_source_reporter_counts_opened_while_open(mesh: LocalMesh) -> None:
     sent = "istio_tcp_sent_bytes_total"
     assert _tcp_series(after, received, **src) - _tcp_series(before, received, **src) == 4
     assert _tcp_series(after, sent, **src) - _tcp_series(before, sent, **src) == 12
+    # The client's sidecar names the destination workload from the endpoint's EDS metadata (no
+    # response header can carry it on TCP), and the principals from the mTLS connection.
+    sa = "spiffe://cluster.local/ns/default/sa/default"
+    named = {"destination_workload": "tcpecho-v1", "destination_workload_namespace": "default", "destination_app": "tcpecho",
+             "destination_version": "v1", "destination_principal": sa, "source_principal": sa}
+    for metric in (opened, closed, received, sent):
+        assert _tcp_series(after, metric, **src) > 0, metric
+        assert _tcp_series(after, metric, **src, **named) == _tcp_series(after, metric, **src), metric
+        assert _tcp_series(after, metric, **src, destination_workload="unknown") == 0, metric
 
 
 # -- ingress gateway --------------------------------------------------------------------------

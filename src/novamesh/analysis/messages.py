@@ -77,6 +77,8 @@ CATALOGUE: dict[str, MessageType] = _types(
     MessageType("NM0001", "RouteWithoutTimeout", _W, "An HTTP route has no timeout; novamesh has no mesh-wide default, so a slow upstream holds callers forever."),
     MessageType("NM0002", "DestinationRuleWithoutOutlierDetection", _I, "A DestinationRule has no outlierDetection; failing endpoints stay in the load-balancing pool."),
     MessageType("NM0003", "LeftoverCanaryWeights", _I, "A route keeps a 100/0 weight split after a canary; the 0-weight destinations do nothing."),
+    MessageType("NM0004", "PerTryTimeoutNotRetried", _W, "A retry policy sets perTryTimeout but its retryOn has none of "
+                "5xx, gateway-error, reset: a try that times out fails the request with 504 instead of being retried."),
 )
 """Every message type an analyzer can report, by code."""
 

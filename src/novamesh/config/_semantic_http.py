@@ -9,8 +9,10 @@ stricter where Istio accepts YAML that silently does nothing (docs/istio-fields.
   ``attempts`` as 0 and drops the whole retry policy;
 - ``perTryTimeout`` longer than the route ``timeout`` is rejected (the try could never time out);
 - ``perTryTimeout`` whose ``retryOn`` (or Istio's default one) has none of ``5xx``,
-  ``gateway-error``, ``reset`` is rejected: Envoy would answer 504 at the first slow try instead
-  of retrying it (istio/istio#17613);
+  ``gateway-error``, ``reset`` is *accepted*, as Istio accepts it (Envoy then answers 504 at the
+  first slow try instead of retrying it, istio/istio#17613): it is the retry snippet most teams
+  copy, so rejecting it would break config that works in Istio. The analyzer NM0004
+  (analysis/analyzers/retries.py) warns about it instead, in ``analyze`` and ``apply --dry-run``;
 - ``timeout``/``retries``/``mirror``/``rewrite`` on a route that does not forward (``redirect``,
   ``directResponse``) are rejected, since Envoy would ignore them.
 """
@@ -37,7 +39,16 @@ from .types_http import (
     HTTPRewrite,
 )
 
-__all__ = ["GRPC_STATUS_CODES", "MAX_DIRECT_RESPONSE_BYTES", "REDIRECT_CODES", "RETRY_ON_CONDITIONS", "TIMEOUT_RETRY_CONDITIONS", "check_destination_headers", "check_http_policies"]
+__all__ = [
+    "GRPC_STATUS_CODES",
+    "MAX_DIRECT_RESPONSE_BYTES",
+    "REDIRECT_CODES",
+    "RETRY_ON_CONDITIONS",
+    "TIMEOUT_RETRY_CONDITIONS",
+    "check_destination_headers",
+    "check_http_policies",
+    "per_try_timeout_retried",
+]
 
 RETRY_ON_CONDITIONS: tuple[str, ...] = (
     # HTTP (x-envoy-retry-on)
@@ -198,17 +209,6 @@ def _retries(retries: HTTPRetry, path: str, timeout: float | None) -> list[Probl
                     "or raise the route timeout",
                 )
             )
-        if retries.attempts and not _retries_timeouts(retries.retry_on):
-            problems.append(
-                Problem(
-                    f"{path}.perTryTimeout",
-                    "a try that exceeds perTryTimeout is not retried: "
-                    + ("the default retryOn" if retries.retry_on is None else f"retryOn {retries.retry_on!r}")
-                    + " has none of gateway-error, 5xx, reset, so the request fails with 504 instead",
-                    "add gateway-error to retryOn (e.g. retryOn: gateway-error,connect-failure,refused-stream), "
-                    "or use the route `timeout` if you only want a time limit",
-                )
-            )
     if retries.retry_on is not None:
         problems += _retry_on(retries.retry_on, f"{path}.retryOn")
     return problems
@@ -219,10 +219,14 @@ TIMEOUT_RETRY_CONDITIONS: tuple[str, ...] = ("5xx", "gateway-error", "reset")
 retryOn (translate.http_policies.DEFAULT_RETRY_POLICY) has none of them."""
 
 
-def _retries_timeouts(retry_on: str | None) -> bool:
-    if retry_on is None:
+def per_try_timeout_retried(retries: HTTPRetry) -> bool:
+    """False when ``retries`` sets ``perTryTimeout`` and retries, but its ``retryOn`` (Istio's
+    default when unset) cannot retry a try that timed out: the request then fails with 504."""
+    if retries.per_try_timeout is None or not retries.attempts:
+        return True
+    if retries.retry_on is None:
         return False
-    return any(item.strip() in TIMEOUT_RETRY_CONDITIONS for item in retry_on.split(","))
+    return any(item.strip() in TIMEOUT_RETRY_CONDITIONS for item in retries.retry_on.split(","))
 
 
 def _retry_on(value: str, path: str) -> list[Problem]:

@@ -4,7 +4,10 @@ Which side reports follows the entry's ``log_name`` (:data:`~.envoy_config.LOG_O
 sidecar is the *source* reporter; :data:`~.envoy_config.LOG_INBOUND`: the *destination*). The
 reporting sidecar fills its own side from :class:`LocalIdentity`; the other side comes from the
 peer metadata (``novamesh.source`` / ``novamesh.peer``) and the upstream cluster name
-(``outbound|<port>|<subset>|<fqdn>``). What is not known is ``"unknown"``, as in Istio.
+(``outbound|<port>|<subset>|<fqdn>``). On the source side, when no ``novamesh.peer`` came back
+(a TCP connection, a request the server never answered), the destination workload is the one
+the upstream host's EDS metadata names (custom tag :data:`~.envoy_config.UPSTREAM_PEER_TAG`).
+What is not known is ``"unknown"``, as in Istio.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from .envoy_config import LOG_INBOUND, METADATA_NAMESPACE
+from .envoy_config import (
+    LOG_INBOUND,
+    METADATA_NAMESPACE,
+    UPSTREAM_LOCAL_PRINCIPAL_TAG,
+    UPSTREAM_PEER_PRINCIPAL_TAG,
+    UPSTREAM_PEER_TAG,
+)
 from .workload_metrics import HTTP_LABELS, TCP_LABELS, WorkloadMetrics
 
 __all__ = [
@@ -179,6 +188,11 @@ def _compute_service(me: LocalIdentity, cluster: str, authority: str) -> tuple[s
     return fqdn, labels[0], svc_ns
 
 
+def _principal(value: str) -> str:
+    """A principal from a formatted custom tag (empty or ``-`` when there was no certificate)."""
+    return value if value and value != "-" else UNKNOWN
+
+
 def _uri(props: Any) -> str:
     for san in props.subject_alt_name:
         if san.uri:
@@ -194,15 +208,20 @@ def _sides(
     if inbound:
         src, dst = Peer.parse(_metadata(common, "source")), me.peer
         svc = (me.service_fqdn, me.service_name, me.peer.namespace)
-        # Only the server side sees the caller's certificate (the downstream TLS connection).
+        # The caller's certificate on the downstream TLS connection.
         if common.HasField("tls_properties"):
             tls = common.tls_properties
             src_principal = _uri(tls.peer_certificate_properties) or UNKNOWN
             dst_principal = _uri(tls.local_certificate_properties) or UNKNOWN
         policy = "mutual_tls" if src_principal != UNKNOWN else "none"
     else:
-        src, dst = me.peer, Peer.parse(_metadata(common, "peer"))
+        # The server's own answer first; else the workload the chosen endpoint belongs to.
+        tags = common.custom_tags
+        src, dst = me.peer, Peer.parse(_metadata(common, "peer") or tags.get(UPSTREAM_PEER_TAG, ""))
         svc = _service_of(me, common.upstream_cluster, authority)
+        # The upstream connection's certificates, when it used mTLS.
+        src_principal = _principal(tags.get(UPSTREAM_LOCAL_PRINCIPAL_TAG, ""))
+        dst_principal = _principal(tags.get(UPSTREAM_PEER_PRINCIPAL_TAG, ""))
         policy = UNKNOWN  # as in Istio: the client side does not report it
     peer = (
         "destination" if inbound else "source",

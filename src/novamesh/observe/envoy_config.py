@@ -11,17 +11,28 @@ carries) and removed before the app sees them:
 * the server sidecar adds ``x-novamesh-peer`` (the same fields, for itself) to every inbound
   response; the client sidecar moves it into metadata ``novamesh.peer``.
 
+A response header cannot describe a TCP connection, nor a request that got no answer from the
+server (a timeout, a reset). So the control plane also writes the same value on every EDS
+endpoint of a registered workload (lb_endpoint metadata ``novamesh.peer``, see
+:func:`endpoint_peer_metadata`), and the client side's loggers copy the chosen upstream host's
+value into the entry's ``custom_tags`` (:data:`UPSTREAM_PEER_TAG`); the aggregator reads it when
+the response brought no header. Istio's stats filter falls back to endpoint metadata the same way.
+Two more custom tags carry the SPIFFE ids of the upstream connection's certificates (mTLS only),
+so the source reporter labels ``source_principal``/``destination_principal`` as Istio's does.
+
 TCP connections are logged by tcp_proxy filters on both sides (:func:`add_tcp_telemetry` for a
 client's local TCP listeners). Gateways report like a client sidecar (:func:`add_gateway_telemetry`)
 behind :func:`edge_strip_filter`, which drops identity headers coming from outside.
 
 Only proxies whose bootstrap has the access-log cluster (``Proxy.telemetry_port`` set by the
-agent) get any of this, so plain Envoys and the golden scenarios are unchanged.
+agent) get the loggers and filters, so plain Envoys and the golden scenarios are unchanged; the
+endpoint metadata is in every EDS answer (harmless where nothing reads it).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from ..model.proxy import Proxy
@@ -34,6 +45,11 @@ __all__ = [
     "LOG_OUTBOUND",
     "LOG_INBOUND",
     "peer_value",
+    "workload_peer_value",
+    "UPSTREAM_PEER_TAG",
+    "UPSTREAM_PEER_PRINCIPAL_TAG",
+    "UPSTREAM_LOCAL_PRINCIPAL_TAG",
+    "endpoint_peer_metadata",
     "add_http_telemetry",
     "tcp_access_log",
     "als_cluster",
@@ -58,6 +74,13 @@ _TCP_GRPC_LOG = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.Tcp
 _HEADER_TO_METADATA = "type.googleapis.com/envoy.extensions.filters.http.header_to_metadata.v3.Config"
 _HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
 _FLUSH_INTERVAL = "1s"  # Envoy's default; metrics lag requests by at most this much
+UPSTREAM_PEER_TAG = "novamesh.upstream_peer"
+"""Custom tag of outbound log entries: the ``novamesh.peer`` metadata of the upstream host."""
+UPSTREAM_PEER_PRINCIPAL_TAG = "novamesh.upstream_peer_principal"
+"""Custom tag of outbound log entries: the upstream's certificate URI SAN (mTLS only)."""
+UPSTREAM_LOCAL_PRINCIPAL_TAG = "novamesh.upstream_local_principal"
+"""Custom tag of outbound log entries: this sidecar's own certificate URI SAN (mTLS only)."""
+_PEER_KEY = "peer"
 
 
 def peer_value(proxy: Proxy) -> str:
@@ -67,13 +90,41 @@ def peer_value(proxy: Proxy) -> str:
     return ",".join((workload, proxy.namespace, labels.get("app", proxy.service), labels.get("version", proxy.version)))
 
 
+def workload_peer_value(service: str, namespace: str, labels: Mapping[str, str]) -> str:
+    """:func:`peer_value` of a registered workload known by its service, namespace and labels
+    (the agent labels every workload with ``app`` and, when it has one, ``version``)."""
+    version = labels.get("version", "")
+    workload = f"{service}-{version}" if version else service
+    return ",".join((workload, namespace, labels.get("app", service), version))
+
+
+def endpoint_peer_metadata(service: str, namespace: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """``filter_metadata`` entry naming the workload behind an EDS endpoint, read back by the
+    client's access loggers through :data:`UPSTREAM_PEER_TAG`."""
+    return {METADATA_NAMESPACE: {_PEER_KEY: workload_peer_value(service, namespace, labels)}}
+
+
+def _upstream_tags() -> list[dict[str, Any]]:
+    """Custom tags of the client side's entries: who the upstream host is (its EDS metadata)
+    and, over mTLS, both certificates' SPIFFE ids (what Istio's source reporter labels with)."""
+    key = {"key": METADATA_NAMESPACE, "path": [{"key": _PEER_KEY}]}
+    return [
+        {"tag": UPSTREAM_PEER_TAG, "metadata": {"kind": {"host": {}}, "metadata_key": key}},
+        {"tag": UPSTREAM_PEER_PRINCIPAL_TAG, "value": "%UPSTREAM_PEER_URI_SAN%"},
+        {"tag": UPSTREAM_LOCAL_PRINCIPAL_TAG, "value": "%UPSTREAM_LOCAL_URI_SAN%"},
+    ]
+
+
 def _common(log_name: str) -> dict[str, Any]:
-    return {
+    common: dict[str, Any] = {
         "log_name": log_name,
         "grpc_service": {"envoy_grpc": {"cluster_name": ALS_CLUSTER}},
         "transport_api_version": "V3",
         "buffer_flush_interval": _FLUSH_INTERVAL,
     }
+    if log_name == LOG_OUTBOUND:  # the client side names the upstream workload from its endpoint
+        common["custom_tags"] = _upstream_tags()
+    return common
 
 
 def _http_access_log(log_name: str) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def vs(name: str, body: str, hosts: str = "[reviews]") -> str:
 
 
 ROUTE = "    timeout: 5s\n    route: [{destination: {host: reviews}}]\n"
+MESH_CONFIG = "apiVersion: novamesh.io/v1alpha1\nkind: MeshConfig\nmetadata: {name: default, namespace: istio-system}\nspec:\n"
 
 # (id, code, yaml, live workloads or None, expected resources for that code)
 CASES: list[tuple[str, str, str, list[dict[str, Any]] | None, set[str]]] = [
@@ -195,6 +196,19 @@ spec:
                                                             "    - {destination: {host: reviews, subset: v1}, weight: 100}\n"
                                                             "    - {destination: {host: reviews, subset: v2}, weight: 0}\n"),
      None, {"VirtualService default/r"}),
+    ("per-try-timeout-default-retry-on", "NM0004", vs("r", "  http:\n  - retries: {attempts: 3, perTryTimeout: 2s}\n" + ROUTE),
+     None, {"VirtualService default/r"}),
+    ("per-try-timeout-retry-on-without-timeouts", "NM0004",
+     vs("r", "  http:\n  - retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'connect-failure,503'}\n" + ROUTE),
+     None, {"VirtualService default/r"}),
+    ("per-try-timeout-retried", "NM0004",
+     vs("r", "  http:\n  - retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error,connect-failure'}\n" + ROUTE)
+     + "---\n" + vs("off", "  http:\n  - retries: {attempts: 0, perTryTimeout: 2s}\n" + ROUTE, hosts="[ratings]"),
+     None, set()),
+    ("per-try-timeout-mesh-default", "NM0004", MESH_CONFIG + "  defaultHttpRetryPolicy: {attempts: 2, perTryTimeout: 1s}\n",
+     None, {"MeshConfig istio-system/default"}),
+    ("per-try-timeout-mesh-default-retried", "NM0004",
+     MESH_CONFIG + "  defaultHttpRetryPolicy: {attempts: 2, perTryTimeout: 1s, retryOn: 5xx}\n", None, set()),
 ]
 
 

@@ -68,8 +68,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("per-try longer than timeout", {"timeout": "1s", "retries": {"attempts": 2, "perTryTimeout": "2s", "retryOn": "gateway-error"}, "route": [DEST]},
      "spec.http[0].retries.perTryTimeout", "longer than the route timeout"),
     ("negative timeout", {"timeout": "-1s", "route": [DEST]}, "spec.http[0].timeout", "not a duration"),
-    ("per-try timeout that is never retried", {"retries": {"attempts": 2, "perTryTimeout": "1s"}, "route": [DEST]},
-     "spec.http[0].retries.perTryTimeout", "is not retried"),
     ("malformed timeout", {"timeout": "5 seconds", "route": [DEST]}, "spec.http[0].timeout", "not a duration"),
     ("malformed perTryTimeout", {"retries": {"attempts": 2, "perTryTimeout": "1"}, "route": [DEST]},
      "spec.http[0].retries.perTryTimeout", "not a duration"),
@@ -137,6 +135,24 @@ def test_bad_route_policy_is_located(route: dict[str, Any], path: str, message: 
 def test_unknown_retry_condition_gets_a_suggestion() -> None:
     [v] = [v for v in violations(vs({"retries": {"attempts": 2, "retryOn": "gateway-eror"}, "route": [DEST]})) if "retryOn" in v.path]
     assert v.hint == "did you mean 'gateway-error'?"
+
+
+@pytest.mark.parametrize("retries", [{"attempts": 3, "perTryTimeout": "2s"},
+                                     {"attempts": 3, "perTryTimeout": "2s", "retryOn": "connect-failure"}],
+                         ids=["default retryOn", "retryOn without a timeout condition"])
+def test_per_try_timeout_that_is_never_retried_is_accepted_as_istio_does(retries: dict[str, Any]) -> None:
+    """Istio accepts it and so does novamesh (analyzer NM0004 warns); the Envoy policy is Istio's:
+    its default policy (or the given retryOn) with num_retries and per_try_timeout set."""
+    from novamesh.translate.http_policies import DEFAULT_RETRY_POLICY, retry_policy
+
+    [resource] = parse_documents(vs({"retries": retries, "route": [DEST]}))
+    assert isinstance(resource.spec, VirtualServiceSpec)
+    policy = retry_policy(resource.spec.http[0].retries)
+    expected = {**DEFAULT_RETRY_POLICY, "num_retries": 3, "per_try_timeout": "2s"}
+    if "retryOn" in retries:
+        expected["retry_on"] = retries["retryOn"]
+        del expected["retriable_status_codes"]
+    assert policy == expected
 
 
 def test_mirror_to_a_host_the_mesh_does_not_know_is_accepted() -> None:

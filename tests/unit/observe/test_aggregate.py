@@ -14,8 +14,15 @@ from novamesh.observe.aggregate import (
     record_http,
     record_tcp,
     response_flags,
+    tcp_labels,
 )
-from novamesh.observe.envoy_config import LOG_INBOUND, LOG_OUTBOUND
+from novamesh.observe.envoy_config import (
+    LOG_INBOUND,
+    LOG_OUTBOUND,
+    UPSTREAM_LOCAL_PRINCIPAL_TAG,
+    UPSTREAM_PEER_PRINCIPAL_TAG,
+    UPSTREAM_PEER_TAG,
+)
 from novamesh.observe.workload_metrics import HTTP_LABELS, TCP_LABELS, WorkloadMetrics
 
 ME = LocalIdentity(Peer("front-v1", "shop", "front", "v1"), "front.shop.svc.cluster.local")
@@ -215,3 +222,29 @@ def test_label_children_cached_per_label_set() -> None:
     assert counts == [1.0, 2.0]
     m.record_request(dict(zip(HTTP_LABELS, ["x"] * len(HTTP_LABELS), strict=True)), 1.0, 1, 1)
     assert sorted(_samples(m, "istio_requests_total").values()) == [1.0, 1.0, 2.0]
+
+
+def test_source_reporter_falls_back_to_the_upstream_host_metadata() -> None:
+    """A TCP connection (or a request the server never answered) brings no x-novamesh-peer: the
+    destination workload is the one the chosen endpoint's EDS metadata names."""
+    e = _tcp_entry(accesslog_pb2.AccessLogType.TcpConnectionEnd)
+    tags = e.common_properties.custom_tags
+    tags[UPSTREAM_PEER_TAG] = "mysql-v1,default,mysql,v1"
+    tags[UPSTREAM_PEER_PRINCIPAL_TAG] = "spiffe://cluster.local/ns/default/sa/mysql"
+    tags[UPSTREAM_LOCAL_PRINCIPAL_TAG] = "spiffe://cluster.local/ns/shop/sa/front"
+    labels = tcp_labels(ME, LOG_OUTBOUND, e)
+    assert (labels["destination_workload"], labels["destination_workload_namespace"]) == ("mysql-v1", "default")
+    assert (labels["destination_app"], labels["destination_version"]) == ("mysql", "v1")
+    assert labels["destination_principal"] == "spiffe://cluster.local/ns/default/sa/mysql"
+    assert labels["source_principal"] == "spiffe://cluster.local/ns/shop/sa/front"
+    assert labels["connection_security_policy"] == "unknown"  # the client side never reports it
+    # The server's own answer wins over the endpoint metadata; "-" (no certificate) is unknown.
+    http = _entry(cluster="outbound|9080||back.shop.svc.cluster.local", metadata={"peer": "back-v2,shop,back,v2"})
+    http.common_properties.custom_tags[UPSTREAM_PEER_TAG] = "back-v1,shop,back,v1"
+    http.common_properties.custom_tags[UPSTREAM_PEER_PRINCIPAL_TAG] = "-"
+    labels = http_labels(ME, LOG_OUTBOUND, http)
+    assert labels["destination_workload"] == "back-v2" and labels["destination_principal"] == "unknown"
+    # The destination reporter ignores them (its peer is the downstream caller).
+    inbound = _entry(metadata={"source": "client-v1,default,client,v1"})
+    inbound.common_properties.custom_tags[UPSTREAM_PEER_TAG] = "back-v1,shop,back,v1"
+    assert http_labels(ME, LOG_INBOUND, inbound)["destination_workload"] == "front-v1"

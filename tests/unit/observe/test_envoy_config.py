@@ -19,11 +19,16 @@ from novamesh.observe.envoy_config import (
     LOG_OUTBOUND,
     PEER_HEADER,
     SOURCE_HEADER,
+    UPSTREAM_LOCAL_PRINCIPAL_TAG,
+    UPSTREAM_PEER_PRINCIPAL_TAG,
+    UPSTREAM_PEER_TAG,
     add_http_telemetry,
     als_cluster,
     edge_strip_filter,
     peer_value,
+    workload_peer_value,
 )
+from novamesh.registry import Workload, WorkloadPort
 from novamesh.settings import Settings
 from novamesh.translate import (
     TranslateOptions,
@@ -32,6 +37,7 @@ from novamesh.translate import (
     translate_proxy,
 )
 from novamesh.translate.common import T
+from novamesh.translate.endpoints import endpoints_for_service
 from novamesh.translate.static import static_bootstrap
 
 PROXY = Proxy(
@@ -185,3 +191,46 @@ def test_envoy_accepts_gateway_and_tcp_telemetry(tmp_path: Path) -> None:
         boot["static_resources"]["clusters"].extend(als_cluster(replace(PROXY, telemetry_port=15019)))
         proc = _validate(boot, tmp_path)
         assert proc.returncode == 0, name + proc.stdout + proc.stderr
+
+
+# -- the upstream workload for the source reporter ---------------------------------------------
+
+
+def _custom_tags(access_log: dict[str, Any]) -> list[str]:
+    return [t["tag"] for t in access_log["typed_config"]["common_config"].get("custom_tags", [])]
+
+
+def test_only_outbound_loggers_read_the_upstream_host() -> None:
+    res = _scenario("protocols_tcp_tls_grpc")
+    expected = [UPSTREAM_PEER_TAG, UPSTREAM_PEER_PRINCIPAL_TAG, UPSTREAM_LOCAL_PRINCIPAL_TAG]
+    outbound = [ln for name, ln in res[T.LISTENER].items() if name.startswith("outbound|")]
+    assert outbound and all(_custom_tags(tp["access_log"][0]) == expected for ln in outbound for tp in _tcp_proxies(ln))
+    assert _custom_tags(_hcm(res[T.LISTENER]["virtualOutbound"])["access_log"][-1]) == expected
+    host_tag = _hcm(res[T.LISTENER]["virtualOutbound"])["access_log"][-1]["typed_config"]["common_config"]["custom_tags"][0]
+    assert host_tag["metadata"] == {"kind": {"host": {}}, "metadata_key": {"key": "novamesh", "path": [{"key": "peer"}]}}
+    inbound = _resources(PROXY)[T.LISTENER]["inbound|9080"]
+    assert _custom_tags(_hcm(inbound)["access_log"][-1]) == []
+
+
+def test_eds_endpoints_name_their_workload_as_its_sidecar_does() -> None:
+    from scenarios import wl
+
+    front = wl("front1", "front", "v1", "127.1.0.2", ns="shop")
+    gateway = Workload(id="gw1", service="edge", namespace="shop", kind="gateway", address="127.1.0.9",
+                       labels=(("app", "edge"),), ports=(WorkloadPort(8080),), ready=True)
+    snap = build_snapshot({}, [front, gateway], revision=1, registry_version=1)
+    eds = endpoints_for_service(snap, snap.services["front.shop.svc.cluster.local"])
+    [entry] = eds["outbound|9080||front.shop.svc.cluster.local"]["endpoints"][0]["lb_endpoints"]
+    # The value the serving sidecar announces in x-novamesh-peer, so both reporters agree.
+    assert entry["metadata"]["filter_metadata"]["novamesh"] == {"peer": peer_value(PROXY)}
+    eds = endpoints_for_service(snap, snap.services["edge.shop.svc.cluster.local"])
+    [entry] = eds["outbound|8080||edge.shop.svc.cluster.local"]["endpoints"][0]["lb_endpoints"]
+    assert entry["metadata"]["filter_metadata"]["novamesh"] == {"peer": "edge,shop,edge,"}
+    assert workload_peer_value("edge", "shop", {"app": "edge"}) == peer_value(Proxy(id="gw1", service="edge", namespace="shop"))
+
+
+def test_endpoints_without_a_registered_workload_carry_no_identity() -> None:
+    snap, _ = SCENARIOS["external_services"]
+    eds = [e for svc in snap.services.values() if svc.origin != "registry" for e in endpoints_for_service(snap, svc).values()]
+    assert eds, "the scenario has ServiceEntry endpoints"
+    assert "novamesh" not in json.dumps(eds)

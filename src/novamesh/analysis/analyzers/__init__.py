@@ -8,6 +8,7 @@ from . import (
     metadata,
     mtls,
     references,
+    retries,
     schema,
     serviceentry,
     sidecar,
@@ -15,4 +16,7 @@ from . import (
     virtualservice,
 )
 
-__all__ = ["destinationrule", "gateway", "metadata", "mtls", "references", "schema", "serviceentry", "sidecar", "standards", "virtualservice"]
+__all__ = [
+    "destinationrule", "gateway", "metadata", "mtls", "references", "retries", "schema", "serviceentry", "sidecar", "standards",
+    "virtualservice",
+]
