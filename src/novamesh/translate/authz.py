@@ -1,4 +1,5 @@
-"""AuthorizationPolicy → Envoy RBAC HTTP filters on the sidecar's inbound HTTP listeners.
+"""AuthorizationPolicy → Envoy RBAC filters: HTTP filters on a sidecar's inbound HTTP listeners
+and on a gateway's HTTP listeners, network filters on a sidecar's inbound TCP listeners.
 
 Istio's semantics, exactly:
 
@@ -15,6 +16,13 @@ Matching: Istio's exact / ``prefix*`` / ``*suffix`` / ``*`` (presence). Hosts ma
 case-insensitively with or without a port. Principals and namespaces come from the peer
 certificate's URI SAN (``authenticated.principal_name``), so they only match mTLS callers;
 request principals and claims come from the JWT payload that jwt_authn stores in metadata.
+
+TCP ports follow Istio's rules for HTTP-only fields (:mod:`.authz_tcp`). Gateways are proxies
+too: a policy whose selector matches a gateway's labels guards its HTTP listeners with the same
+filters (:func:`apply_gateway_authz`), after the edge filter that strips the mesh's identity
+headers. A gateway's connection manager trusts no ``x-forwarded-for`` hop
+(``use_remote_address``, ``xff_num_trusted_hops: 0``), so there ``remoteIpBlocks`` and
+``ipBlocks`` both see the connection's peer.
 
 The resolved result for one proxy class is an :class:`AuthzPlan` (hashable, part of the class
 key); ``translate_proxy`` inserts its filters with :func:`apply_authz`.
@@ -35,6 +43,8 @@ from ..config.types_authz import AuthorizationPolicySpec, Condition, Operation, 
 from ..config.types_mesh import MeshConfigSpec
 from ..config._semantic_authz import parse_when_key
 from ..model.snapshot import MeshSnapshot
+from ..observe.envoy_config import EDGE_STRIP_FILTER
+from .authz_tcp import guard_tcp_chains, network_filter, rule_for_tcp
 from .jwt import AUDIENCE_AS_401, JWT_FILTER, jwt_clusters, jwt_filter
 
 __all__ = [
@@ -45,8 +55,10 @@ __all__ = [
     "applying",
     "resolve_authz",
     "rbac_filters",
+    "network_rbac_filters",
     "with_authz",
     "apply_authz",
+    "apply_gateway_authz",
 ]
 
 ROOT_NAMESPACE = "istio-system"
@@ -71,16 +83,18 @@ decodes it as ``/admin/x``)."""
 
 @dataclass(frozen=True)
 class AuthzPlan:
-    """What the policies applying to a proxy class add: HTTP filters and clusters (JSON text,
-    so the plan is hashable) and the path normalization of its inbound HCMs ("" = unchanged)."""
+    """What the policies applying to a proxy class add: HTTP filters, network filters for TCP
+    chains and clusters (JSON text, so the plan is hashable) and the path normalization of its
+    inbound HCMs ("" = unchanged)."""
 
     filters: str = "[]"
     clusters: str = "{}"
     normalization: str = ""
+    network_filters: str = "[]"
 
     @property
     def empty(self) -> bool:
-        return self.filters == "[]" and not self.normalization
+        return self.filters == "[]" and self.network_filters == "[]" and not self.normalization
 
 
 def _selects(res: Resource, namespace: str, labels: Mapping[str, str]) -> bool:
@@ -254,24 +268,41 @@ def _policy(rule: Rule) -> dict[str, Any]:
     return {"permissions": [_and(permissions, False)], "principals": [_and(principals, True)]}
 
 
-def rbac_filters(policies: Sequence[Resource]) -> list[dict[str, Any]]:
-    """The RBAC filters (AUDIT, DENY, ALLOW; each only when some policy has that action)."""
+_ACTIONS = (("AUDIT", "LOG", "audit"), ("DENY", "DENY", "deny"), ("ALLOW", "ALLOW", "allow"))
+"""Istio action, Envoy RBAC action, filter name suffix — in the order the filters run."""
+
+
+def _rules(policies: Sequence[Resource], *, tcp: bool) -> list[tuple[str, dict[str, Any]]]:
+    """(filter name suffix, Envoy RBAC ``rules``) per action some policy has, in filter order.
+    DENY and AUDIT without any rule are left out (they match nothing); ALLOW is kept even then
+    (it denies everything its rules do not allow). ``tcp``: rules as a connection sees them."""
     by_action: dict[str, dict[str, Any]] = {}
     for res in policies:
         spec = res.spec
         assert isinstance(spec, AuthorizationPolicySpec)
         bucket = by_action.setdefault(spec.action, {})
         for i, rule in enumerate(spec.rules):
-            bucket[f"ns[{res.namespace}]-policy[{res.name}]-rule[{i}]"] = _policy(rule)
+            effective = rule_for_tcp(rule, spec.action) if tcp else rule
+            if effective is not None:
+                bucket[f"ns[{res.namespace}]-policy[{res.name}]-rule[{i}]"] = _policy(effective)
     out = []
-    for action, envoy_action, name in (("AUDIT", "LOG", "audit"), ("DENY", "DENY", "deny"), ("ALLOW", "ALLOW", "allow")):
-        if action not in by_action:
+    for action, envoy_action, name in _ACTIONS:
+        if action not in by_action or (action != "ALLOW" and not by_action[action]):
             continue
-        if action != "ALLOW" and not by_action[action]:
-            continue  # DENY / AUDIT without rules match nothing
-        rules = {"action": envoy_action, "policies": dict(sorted(by_action[action].items()))}
-        out.append({"name": f"envoy.filters.http.rbac.{name}", "typed_config": {"@type": RBAC, "rules": rules}})
+        out.append((name, {"action": envoy_action, "policies": dict(sorted(by_action[action].items()))}))
     return out
+
+
+def rbac_filters(policies: Sequence[Resource]) -> list[dict[str, Any]]:
+    """The RBAC HTTP filters (AUDIT, DENY, ALLOW; each only when some policy has that action)."""
+    return [{"name": f"envoy.filters.http.rbac.{name}", "typed_config": {"@type": RBAC, "rules": rules}}
+            for name, rules in _rules(policies, tcp=False)]  # fmt: skip
+
+
+def network_rbac_filters(policies: Sequence[Resource]) -> list[dict[str, Any]]:
+    """The RBAC network filters for TCP chains (AUDIT, DENY, ALLOW), HTTP-only fields handled as
+    Istio does (:mod:`.authz_tcp`)."""
+    return [network_filter(name, rules) for name, rules in _rules(policies, tcp=True)]
 
 
 def _mesh_normalization(snapshot: MeshSnapshot) -> str:
@@ -297,7 +328,9 @@ def resolve_authz(snapshot: MeshSnapshot, namespace: str, labels: Mapping[str, s
     normalization = _mesh_normalization(snapshot) or snapshot.path_normalization.upper()
     if normalization not in NORMALIZATIONS:  # unset (or a typo in the setting): the safe default
         normalization = DEFAULT_NORMALIZATION if filters else ""
-    return AuthzPlan(json.dumps(filters, sort_keys=True), json.dumps(clusters, sort_keys=True), normalization)
+    network = network_rbac_filters(policies)
+    return AuthzPlan(json.dumps(filters, sort_keys=True), json.dumps(clusters, sort_keys=True), normalization,
+                     json.dumps(network, sort_keys=True))
 
 
 def with_authz(resources: dict[str, dict[str, dict[str, Any]]], plan: AuthzPlan) -> dict[str, dict[str, dict[str, Any]]]:
@@ -307,25 +340,49 @@ def with_authz(resources: dict[str, dict[str, dict[str, Any]]], plan: AuthzPlan)
     return resources
 
 
+def _guard_hcm(hcm: dict[str, Any], plan: AuthzPlan, after: str) -> None:
+    """Insert the plan's HTTP filters into one HCM (after the filter named ``after``, else
+    first), with the JWT 401 reply and the plan's path normalization."""
+    filters = json.loads(plan.filters)
+    current = hcm.get("http_filters", [])
+    at = next((i + 1 for i, f in enumerate(current) if after and f.get("name") == after), 0)
+    hcm["http_filters"] = [*current[:at], *filters, *current[at:]]
+    if any(f["name"] == JWT_FILTER for f in filters) and "local_reply_config" not in hcm:
+        hcm["local_reply_config"] = copy.deepcopy(AUDIENCE_AS_401)
+    if plan.normalization:
+        hcm.update(NORMALIZATIONS[plan.normalization])
+
+
+def _guard(listener: dict[str, Any], plan: AuthzPlan, after: str = "") -> None:
+    guard_tcp_chains(listener, json.loads(plan.network_filters))
+    for chain in listener.get("filter_chains", []):
+        for f in chain.get("filters", []):
+            if f.get("name") == HCM_NAME:
+                _guard_hcm(f["typed_config"], plan, after)
+
+
 def apply_authz(class_resources: Mapping[str, Mapping[str, Mapping[str, Any]]],
                 clusters: dict[str, dict[str, Any]], listeners: dict[str, dict[str, Any]]) -> None:
-    """Insert (in place) the plan's filters at the front of every inbound HCM, set its path
-    normalization and add the JWKS clusters."""
+    """Insert (in place) the plan's filters into every inbound listener of a sidecar: HTTP
+    filters at the front of each HCM (with its path normalization), network RBAC filters in
+    front of each ``tcp_proxy``; and add the JWKS clusters. Order-independent of
+    ``secure_inbound_all``: every filter chain present is guarded."""
     plan = class_resources.get(AUTHZ_PLAN, {}).get("plan", {}).get("plan")
     if not isinstance(plan, AuthzPlan):
         return
     clusters.update(json.loads(plan.clusters))
     for listener in listeners.values():
-        if listener.get("traffic_direction") != "INBOUND":
-            continue
-        for chain in listener.get("filter_chains", []):
-            for f in chain.get("filters", []):
-                if f.get("name") != HCM_NAME:
-                    continue
-                hcm = f["typed_config"]
-                filters = json.loads(plan.filters)
-                hcm["http_filters"] = [*filters, *hcm.get("http_filters", [])]
-                if any(f["name"] == JWT_FILTER for f in filters) and "local_reply_config" not in hcm:
-                    hcm["local_reply_config"] = copy.deepcopy(AUDIENCE_AS_401)
-                if plan.normalization:
-                    hcm.update(NORMALIZATIONS[plan.normalization])
+        if listener.get("traffic_direction") == "INBOUND":
+            _guard(listener, plan)
+
+
+def apply_gateway_authz(plan: AuthzPlan, clusters: dict[str, dict[str, Any]], listeners: dict[str, dict[str, Any]]) -> None:
+    """Guard (in place) a gateway's listeners with the policies selecting it: its HCMs get the
+    HTTP filters right after the edge identity-header strip. Nothing (not even a MeshConfig path
+    normalization) changes unless some AuthorizationPolicy or RequestAuthentication applies:
+    a gateway keeps its edge defaults otherwise."""
+    if plan.filters == "[]":
+        return
+    clusters.update(json.loads(plan.clusters))
+    for listener in listeners.values():
+        _guard(listener, plan, after=EDGE_STRIP_FILTER)

@@ -24,9 +24,9 @@ from .routes import outbound_route_config
 from .scoping import outbound_policy, scoped_snapshot, sidecar_ref
 from .tcp import add_l4, bind_to_proxy
 from .telemetry import TelemetryPlan, apply_telemetry, plan_of, resolve_plan, with_plan
-from .authz import AuthzPlan, apply_authz, resolve_authz, with_authz
+from .authz import AuthzPlan, apply_authz, apply_gateway_authz, resolve_authz, with_authz
 
-__all__ = ["ClassKey", "class_key", "translate_class", "translate_proxy", "Resources", "consistency_errors"]
+__all__ = ["ClassKey", "class_inputs", "class_key", "translate_class", "translate_proxy", "Resources", "consistency_errors"]
 
 Resources = dict[str, dict[str, dict[str, Any]]]
 """type URL -> resource name -> resource (protobuf JSON dict)."""
@@ -52,6 +52,12 @@ class ClassKey:
     """Sidecars: the PeerAuthentication modes of their inbound ports (None: the default)."""
 
 
+def class_inputs(proxy: Proxy) -> tuple[object, ...]:
+    """Everything :func:`class_key` reads from ``proxy``: proxies with equal inputs have equal
+    keys under one snapshot (xds/cache.py computes the key once per distinct inputs)."""
+    return proxy.kind, proxy.namespace, proxy.labels, tuple(p.number for p in proxy.ports)
+
+
 def class_key(proxy: Proxy, snapshot: MeshSnapshot | None = None) -> ClassKey:
     if proxy.kind != GATEWAY_KIND and snapshot is not None:  # proxies of one Sidecar share a class
         return ClassKey(proxy.kind, proxy.namespace, sidecar=sidecar_ref(snapshot, proxy.namespace, proxy.label_dict),
@@ -71,8 +77,10 @@ def translate_class(snapshot: MeshSnapshot, key: ClassKey, opts: TranslateOption
         endpoints.update(endpoints_for_service(snapshot, svc))
     if key.kind == GATEWAY_KIND:  # same clusters as a sidecar; its own listeners and routes
         listeners, routes = gateway_listeners_and_routes(snapshot, dict(key.labels))
+        clusters = outbound_clusters(snapshot, opts)
+        apply_gateway_authz(resolve_authz(snapshot, key.namespace, dict(key.labels)), clusters, listeners)  # authz.py
         return {
-            T.CLUSTER: dict(sorted(outbound_clusters(snapshot, opts).items())),
+            T.CLUSTER: dict(sorted(clusters.items())),
             T.ENDPOINT: dict(sorted(endpoints.items())),
             T.LISTENER: listeners,
             T.ROUTE: dict(sorted(routes.items())),
