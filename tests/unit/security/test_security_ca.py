@@ -12,6 +12,7 @@ from novamesh.errors import NovameshError
 from novamesh.security import pki
 from novamesh.security.ca import PluggedCA, StoreCA, rotate_root
 from novamesh.store.sqlite import SqliteStore
+from novamesh.testing.ca_files import write_intermediate_ca
 from novamesh.testing.clock import ManualClock
 
 ID = pki.SpiffeId("cluster.local", "default", "reviews")
@@ -91,25 +92,7 @@ def test_root_rotation_bundle_holds_both_roots_during_the_transition(store: Sqli
 
 def _write_plugged(directory: Path, clock: ManualClock, *, with_root_in_chain: bool = True) -> tuple[x509.Certificate, x509.Certificate]:
     """An offline root and an intermediate signed by it, laid out like cert-manager does."""
-    root_key = pki.generate_key()
-    root = pki.self_signed_root(root_key, "offline root", "acme", clock.time(), 86400 * 365)
-    inter_key = pki.generate_key()
-    inter = pki.self_signed_root(inter_key, "intermediate", "acme", clock.time(), 86400 * 30)  # template
-    builder = (
-        x509.CertificateBuilder().subject_name(inter.subject).issuer_name(root.subject).public_key(inter_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(inter.not_valid_before_utc)
-        .not_valid_after(inter.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-    )  # fmt: skip
-    from cryptography.hazmat.primitives import hashes
-
-    inter = builder.sign(root_key, hashes.SHA256())
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ca-cert.pem").write_bytes(pki.cert_pem(inter))
-    (directory / "ca-key.pem").write_bytes(pki.key_pem(inter_key))
-    (directory / "root-cert.pem").write_bytes(pki.cert_pem(root))
-    (directory / "cert-chain.pem").write_bytes(pki.cert_pem([inter, root] if with_root_in_chain else [inter]))
-    return root, inter
+    return write_intermediate_ca(directory, clock.time(), root_in_chain=with_root_in_chain)
 
 
 def test_plugged_in_intermediate_issues_certificates_chaining_to_the_given_root(tmp_path: Path, clock: ManualClock) -> None:
