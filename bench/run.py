@@ -1,4 +1,4 @@
-"""Entry point: ``python -m bench {dataplane,sidecar_rss,ads_load,ca,startup,metrics_overhead,all} [ARGS]``."""
+"""Entry point: ``python -m bench {dataplane,sidecar_rss,ads_load,ca,startup,portmux,metrics_overhead,all} [ARGS]``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # python bench/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-NAMES = ["dataplane", "sidecar_rss", "ads_load", "ca", "startup"]
+NAMES = ["dataplane", "sidecar_rss", "ads_load", "ca", "startup", "portmux"]
 MODULES = {"dataplane": "bench.dataplane", "sidecar_rss": "bench.sidecar_rss", "ads_load": "bench.ads_load",
-           "ca": "bench.ca_bench", "startup": "bench.startup"}
+           "ca": "bench.ca_bench", "startup": "bench.startup", "portmux": "bench.portmux"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import ads_load, ca_bench, dataplane, sidecar_rss, startup  # noqa: E402
+from bench import ads_load, ca_bench, dataplane, portmux, sidecar_rss, startup  # noqa: E402
 from bench.common import pct  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -76,3 +76,10 @@ def test_ca_tiny(tmp_path: Path) -> None:
 def test_startup_tiny(tmp_path: Path) -> None:
     startup.main(["--samples", "1", "--out", str(tmp_path)])
     assert len(_load(tmp_path / "startup.json")["samples_s"]) == 1  # type: ignore[arg-type]
+
+
+def test_portmux_tiny(tmp_path: Path) -> None:
+    portmux.main(["--megabytes", "1", "--messages", "20", "--rounds", "1", "--out", str(tmp_path)])
+    d = _load(tmp_path / "portmux.json")
+    med = d["cpu_s_median"]  # type: ignore[index]
+    assert set(med) == {"bulk", "round_trips"} and all(v["router"] > 0 for v in med.values())

@@ -129,13 +129,14 @@ def client_hello_sni(records: bytes) -> str | None:
     return None
 
 
-async def _read_hello(reader: asyncio.StreamReader) -> bytes:
-    """Read exactly the records holding the ClientHello (at most :data:`MAX_HELLO` bytes)."""
+async def _read_hello(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(the records holding the ClientHello, whatever the client sent after them), reading at
+    most :data:`MAX_HELLO` bytes."""
     buf = b""
     while True:
         need = handshake_length(buf)
         if need is not None:
-            return buf
+            return buf[:need], buf[need:]
         if len(buf) >= MAX_HELLO:
             raise NotClientHello(f"ClientHello larger than {MAX_HELLO} bytes")
         chunk = await reader.read(MAX_HELLO - len(buf))
@@ -184,7 +185,7 @@ class SniRouter:
         local_port = 0
         try:
             try:
-                hello = await asyncio.wait_for(_read_hello(reader), self.hello_timeout)
+                hello, early = await asyncio.wait_for(_read_hello(reader), self.hello_timeout)
                 sni = client_hello_sni(hello)
             except (NotClientHello, TimeoutError, ConnectionError) as exc:
                 self.refused += 1
@@ -195,7 +196,7 @@ class SniRouter:
             local_port = int(up_writer.get_extra_info("sockname")[1])
             self._peers[local_port] = client
             self.routed += 1
-            up_writer.write(hello)
+            up_writer.write(hello + early)
             await _pipe_both(reader, writer, up_reader, up_writer)
         except OSError as exc:
             log.warning("TLS port: could not reach the backend for %s: %s", client, exc)

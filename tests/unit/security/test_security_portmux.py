@@ -59,6 +59,8 @@ def test_sni_is_read_from_a_real_client_hello() -> None:
     body = hello[5:]
     two = b"\x16\x03\x01" + (40).to_bytes(2, "big") + body[:40] + b"\x16\x03\x01" + (len(body) - 40).to_bytes(2, "big") + body[40:]
     assert handshake_length(two) == len(two) and client_hello_sni(two) == "xds.novamesh-control-plane"
+    # Bytes after the hello (say, early data) are not part of it.
+    assert handshake_length(hello + b"\x17\x03\x03\x00\x10" + b"x" * 16) == len(hello)
 
 
 @pytest.mark.parametrize("data", [b"GET / HTTP/1.1\r\n\r\n", b"PRI * HTTP/2.0\r\n", b"\x16\x03\x01\x00\x00", b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00"])
