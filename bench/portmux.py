@@ -47,19 +47,23 @@ def _client_hello() -> bytes:
 async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Skips the ClientHello record, then reads everything; in round-trip mode (first byte
     ``R``) answers each _MSG-byte message with one of the same size."""
-    header = await reader.readexactly(5)
-    await reader.readexactly(int.from_bytes(header[3:5], "big"))
-    echo, pending = None, 0
-    while data := await reader.read(_CHUNK * 4):
-        if echo is None:
-            echo = data[:1] == b"R"
-        if echo:
-            pending += len(data)
-            while pending >= _MSG:
-                writer.write(b"r" * _MSG)
-                pending -= _MSG
-            await writer.drain()
-    writer.close()
+    try:
+        header = await reader.readexactly(5)
+        await reader.readexactly(int.from_bytes(header[3:5], "big"))
+        echo, pending = None, 0
+        while data := await reader.read(_CHUNK * 4):
+            if echo is None:
+                echo = data[:1] == b"R"
+            if echo:
+                pending += len(data)
+                while pending >= _MSG:
+                    writer.write(b"r" * _MSG)
+                    pending -= _MSG
+                await writer.drain()
+    except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
+        pass  # the run is over
+    finally:
+        writer.close()
 
 
 async def _bulk(port: int, hello: bytes, megabytes: int) -> None:

@@ -19,7 +19,6 @@ back to the client's real address for their logs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import struct
 from collections.abc import Callable
@@ -36,7 +35,6 @@ _HANDSHAKE = 0x16
 _CLIENT_HELLO = 0x01
 _SNI_EXTENSION = 0x0000
 _HOST_NAME = 0x00
-_PIPE_CHUNK = 256 * 1024
 
 
 class NotClientHello(ValueError):
@@ -129,24 +127,12 @@ def client_hello_sni(records: bytes) -> str | None:
     return None
 
 
-async def _read_hello(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """(the records holding the ClientHello, whatever the client sent after them), reading at
-    most :data:`MAX_HELLO` bytes."""
-    buf = b""
-    while True:
-        need = handshake_length(buf)
-        if need is not None:
-            return buf[:need], buf[need:]
-        if len(buf) >= MAX_HELLO:
-            raise NotClientHello(f"ClientHello larger than {MAX_HELLO} bytes")
-        chunk = await reader.read(MAX_HELLO - len(buf))
-        if not chunk:
-            raise NotClientHello("connection closed before the ClientHello")
-        buf += chunk
-
-
 class SniRouter:
-    """TCP router on ``host:port``: each connection goes to ``route(sni)`` (a loopback port)."""
+    """TCP router on ``host:port``: each connection goes to ``route(sni)`` (a loopback port).
+
+    Built on asyncio protocols, not streams: once routed, each chunk is handed from one
+    transport to the other in the ``data_received`` callback (no task, no await per chunk), with
+    flow control from ``pause_writing``/``resume_writing``. bench/portmux.py measures the cost."""
 
     def __init__(self, host: str, port: int, route: Callable[[str | None], int], *, hello_timeout: float) -> None:
         self.host, self.port = host, port
@@ -155,13 +141,15 @@ class SniRouter:
         self.routed = 0
         self.refused = 0
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._open: set[_Client] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._peers: dict[int, str] = {}
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port. Raises NovameshError when it is taken."""
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await asyncio.start_server(self._accept, self.host, self.port, reuse_address=True)
+            self._server = await loop.create_server(lambda: _Client(self), self.host, self.port, reuse_address=True)
         except OSError as exc:
             raise NovameshError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); set csr_port") from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -176,69 +164,149 @@ class SniRouter:
         _, _, port = grpc_peer.rpartition(":")
         return self._peers.get(int(port), grpc_peer) if port.isdigit() else grpc_peer
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        peer = writer.get_extra_info("peername")
-        client = f"ipv{6 if ':' in str(peer[0]) else 4}:{peer[0]}:{peer[1]}" if peer else "unknown"
-        local_port = 0
-        try:
-            try:
-                hello, early = await asyncio.wait_for(_read_hello(reader), self.hello_timeout)
-                sni = client_hello_sni(hello)
-            except (NotClientHello, TimeoutError, ConnectionError) as exc:
-                self.refused += 1
-                log.info("closed a connection from %s on the TLS port: %s", client, exc or "no ClientHello in time")
-                return
-            backend_port = self.route(sni)
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend_port)
-            local_port = int(up_writer.get_extra_info("sockname")[1])
-            self._peers[local_port] = client
-            self.routed += 1
-            up_writer.write(hello + early)
-            await _pipe_both(reader, writer, up_reader, up_writer)
-        except OSError as exc:
-            log.warning("TLS port: could not reach the backend for %s: %s", client, exc)
-        except asyncio.CancelledError:
-            pass  # stop(): end quietly (asyncio's stream callback would log a cancelled handler)
-        finally:
-            self._peers.pop(local_port, None)
-            self._handlers.discard(task)
-            writer.close()
-
     async def stop(self) -> None:
         """Stop accepting and close every routed connection."""
         if self._server is not None:
             self._server.close()
             self._server = None
-        handlers = list(self._handlers)
-        for task in handlers:
+        for task in list(self._tasks):
             task.cancel()
-        for task in handlers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for client in list(self._open):
+            client.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def _pipe_both(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
-                     b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:  # fmt: skip
-    """Copy both directions until either side closes, then close both."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(_pipe(a_reader, b_writer))
-            tg.create_task(_pipe(b_reader, a_writer))
-    except* (ConnectionError, OSError):
-        pass
-    finally:
-        b_writer.close()
+class _Client(asyncio.Protocol):
+    """One accepted connection: buffers the ClientHello, connects the backend its SNI names,
+    then forwards both ways (the backend side is :class:`_Backend`)."""
+
+    def __init__(self, router: SniRouter) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.backend: _Backend | None = None
+        self.client = "unknown"
+        self.buf = b""
+        self.routing = False
+        self.local_port = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client = f"ipv{6 if ':' in str(peer[0]) else 4}:{peer[0]}:{peer[1]}"
+        self.router._open.add(self)
+        self.timer = asyncio.get_running_loop().call_later(self.router.hello_timeout, self.refuse, "no ClientHello in time")
+
+    def data_received(self, data: bytes) -> None:
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.write(data)
+            return
+        self.buf += data
+        if self.routing:
+            return  # connecting to the backend; sent with the hello
+        try:
+            need = handshake_length(self.buf)
+            if need is None:
+                if len(self.buf) >= MAX_HELLO:
+                    raise NotClientHello(f"ClientHello larger than {MAX_HELLO} bytes")
+                return
+            sni = client_hello_sni(self.buf[:need])
+        except NotClientHello as exc:
+            self.refuse(str(exc))
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.routing = True
+        assert self.transport is not None
+        self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._connect(self.router.route(sni)), name=f"route {self.client}")
+        self.router._tasks.add(task)
+        task.add_done_callback(self.router._tasks.discard)
+
+    async def _connect(self, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, backend = await loop.create_connection(lambda: _Backend(self), "127.0.0.1", port)
+        except OSError as exc:
+            log.warning("TLS port: could not reach the backend for %s: %s", self.client, exc)
+            self.close()
+            return
+        if self.transport is None or self.transport.is_closing():
+            transport.close()
+            return
+        self.local_port = int(transport.get_extra_info("sockname")[1])
+        self.router._peers[self.local_port] = self.client
+        self.router.routed += 1
+        self.backend = backend
+        transport.write(self.buf)
+        self.buf = b""
+        self.transport.resume_reading()
+
+    def refuse(self, why: str) -> None:
+        self.router.refused += 1
+        log.info("closed a connection from %s on the TLS port: %s", self.client, why)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        if self.backend is None or self.backend.transport is None:
+            return False  # before routing: close
+        if self.backend.transport.can_write_eof():
+            self.backend.transport.write_eof()
+        return True  # half-close: the answer may still come
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.close()
+        self.router._peers.pop(self.local_port, None)
+        self.router._open.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:  # the client is slow to read: stop reading the backend
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.backend is not None and self.backend.transport is not None:
+            self.backend.transport.resume_reading()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while chunk := await reader.read(_PIPE_CHUNK):
-            writer.write(chunk)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
+class _Backend(asyncio.Protocol):
+    """The router's connection to a loopback backend, forwarding to its :class:`_Client`."""
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.client.transport is not None:
+            self.client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.client.transport is not None and self.client.transport.can_write_eof():
+            self.client.transport.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+        self.transport = None
+
+    def pause_writing(self) -> None:  # the backend is slow to read: stop reading the client
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.transport is not None:
+            self.client.transport.resume_reading()
