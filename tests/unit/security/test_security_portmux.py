@@ -193,3 +193,68 @@ async def test_plaintext_ads_passes_unchecked(store: SqliteStore, clock: ManualC
             stream.cancel()
     finally:
         await server.stop(None)
+
+
+async def test_router_forwards_big_streams_intact_and_closes_silent_clients() -> None:
+    """20 MB each way through the router (flow control both ways), byte for byte; a client that
+    sends no ClientHello is closed after hello_timeout; stop() closes what is still open."""
+    import hashlib
+
+    from novamesh.security.portmux import SniRouter
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    backend = await asyncio.start_server(echo, "127.0.0.1", 0)
+    backend_port = int(backend.sockets[0].getsockname()[1])
+    names: list[str | None] = []
+    router = SniRouter("127.0.0.1", 0, lambda sni: names.append(sni) or backend_port, hello_timeout=0.3)
+    port = await router.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        payload = _HELLO + bytes(range(256)) * (20 * 4096)
+
+        async def send() -> None:
+            for i in range(0, len(payload), 1 << 20):
+                writer.write(payload[i : i + (1 << 20)])
+                await writer.drain()
+            writer.write_eof()  # half-close: the echo still comes back
+
+        sender = asyncio.create_task(send())
+        got = hashlib.sha256()
+        total = 0
+        while data := await asyncio.wait_for(reader.read(1 << 20), 20):
+            got.update(data)
+            total += len(data)
+        await sender
+        writer.close()
+        assert total == len(payload) and got.digest() == hashlib.sha256(payload).digest()
+        assert names == ["xds.novamesh-control-plane"] and router.routed == 1
+        # Silent client: closed after hello_timeout, counted as refused.
+        silent_r, silent_w = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(silent_r.read(10), 5) == b""
+        silent_w.close()
+        assert router.refused == 1
+        # stop() closes a routed connection that is still open.
+        open_r, open_w = await asyncio.open_connection("127.0.0.1", port)
+        open_w.write(_HELLO)
+        await open_w.drain()
+        for _ in range(200):
+            if router.clients():
+                break
+            await asyncio.sleep(0.01)
+        assert len(router.clients()) == 1
+        await router.stop()
+        try:  # the echoed hello may still be there; then EOF (or a reset): closed either way
+            while await asyncio.wait_for(open_r.read(1 << 16), 5):
+                pass
+        except ConnectionResetError:
+            pass
+        assert router.clients() == []
+        open_w.close()
+    finally:
+        await router.stop()
+        backend.close()
