@@ -41,11 +41,17 @@ def _hop(direct: dict[str, float], mesh: dict[str, float]) -> dict[str, float]:
     return {k: (mesh[k] - direct[k]) / 2 for k in ("p50", "p90", "p99")}
 
 
-def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: bool, out: Path | None, plaintext: bool = False) -> dict[str, Any]:
-    """Measure and write ``dataplane.json`` (``dataplane-plaintext.json`` with ``plaintext``)."""
+def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: bool, out: Path | None, plaintext: bool = False,
+        telemetry: bool = True, concurrency: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Measure and write ``dataplane.json`` (``-plaintext``/``-strict``, ``-notelemetry``,
+    ``-c<N>`` variants in the name)."""
     if mtls and plaintext:
         raise SystemExit("--mtls and --plaintext exclude each other")
-    settings = {"csr_port": -1} if plaintext else None  # no CA: workloads get no identity, sidecars talk plaintext
+    settings: dict[str, Any] = {"csr_port": -1} if plaintext else {}  # no CA: no identities, plaintext between sidecars
+    if not telemetry:
+        settings["telemetry_port"] = 0  # no access-log stream to the agent: no istio_* metrics
+    if concurrency != 1:
+        settings["envoy_concurrency"] = concurrency
     with tempfile.TemporaryDirectory() as tmp, LocalMesh(Path(tmp), settings=settings) as m:
         m.start_control_plane()
         if mtls:
@@ -63,6 +69,7 @@ def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: b
         direct_req = get_request(host)
         mesh_req = get_request(host, absolute=True)
         result: dict[str, Any] = {"mode_requested": "strict-mtls" if mtls else "plaintext" if plaintext else "default", "connections": connections,
+                                  "telemetry": telemetry, "envoy_concurrency": concurrency,
                                   "window_seconds": seconds, "rounds": rounds, "rates": {}}
 
         async def go() -> None:
@@ -99,7 +106,10 @@ def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: b
         # What the sidecars actually did: TLS handshakes on the server sidecar tell mTLS from plaintext.
         result["server_sidecar_tls_handshakes"] = _handshakes(server.admin_url)
         result["mode_observed"] = "mtls" if result["server_sidecar_tls_handshakes"] > 0 else "plaintext"
-    common.write("dataplane-plaintext" if plaintext else "dataplane-strict" if mtls else "dataplane", result, out)
+    name = "dataplane-plaintext" if plaintext else "dataplane-strict" if mtls else "dataplane"
+    name += "" if telemetry else "-notelemetry"
+    name += "" if concurrency == 1 else f"-c{concurrency}"
+    common.write(name, result, out)
     return result
 
 
@@ -111,9 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--mtls", action="store_true", help="apply PeerAuthentication STRICT (sidecar-to-sidecar mTLS)")
     p.add_argument("--plaintext", action="store_true", help="run the control plane without a CA (csr_port -1): no identities, plaintext between sidecars")
+    p.add_argument("--no-telemetry", action="store_true", help="sidecars without the access-log stream behind the istio_* metrics (telemetry_port 0)")
+    p.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads per sidecar (Istio's default is 2)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
-    run([int(r) for r in a.rates.split(",")], a.seconds, a.rounds, a.connections, a.mtls, a.out, a.plaintext)
+    run([int(r) for r in a.rates.split(",")], a.seconds, a.rounds, a.connections, a.mtls, a.out, a.plaintext,
+        telemetry=not a.no_telemetry, concurrency=a.concurrency)
 
 
 if __name__ == "__main__":
