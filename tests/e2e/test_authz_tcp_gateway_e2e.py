@@ -30,22 +30,7 @@ TCP_PORT = 3307
 TO_APP_BYTES = "cluster.inbound|3307||.upstream_cx_tx_bytes_total"
 ALLOW_DENIED = "tcp.allow.rbac.denied"
 
-TCP_SERVER = """
-import asyncio, os
-
-async def handle(reader, writer):
-    while data := await reader.read(65536):
-        writer.write(b"db:" + data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, os.environ["HOST"], int(os.environ["PORT"]))
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"""
+TCP_SERVER = ["-m", "novamesh.testing.tcpecho", "db:"]  # replies 'db:' + what it got
 
 SHOP = """
 apiVersion: networking.istio.io/v1
@@ -85,7 +70,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     m = LocalMesh(tmp_path_factory.mktemp("mesh"), settings={"lease_ttl": 4, "heartbeat_interval": 1})
     try:
         m.start_control_plane()
-        m.run("db", ports=[f"{TCP_PORT}/tcp"], command=[sys.executable, "-c", TCP_SERVER])
+        m.run("db", ports=[f"{TCP_PORT}/tcp"], command=[sys.executable, *TCP_SERVER])
         m.client("payments", extra_args=["--service-account", "payments"])
         m.client("web", extra_args=["--service-account", "web"])
         m.echo("frontend")

@@ -41,21 +41,7 @@ spec:
   - route: [{destination: {host: front}}]
 """
 
-TCP_SERVER = """
-import asyncio, os
-
-async def handle(reader, writer):
-    while data := await reader.read(65536):
-        writer.write(b"tcpecho:" + data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    async with await asyncio.start_server(handle, os.environ["HOST"], int(os.environ["PORT"])) as server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"""
+TCP_SERVER = ["-m", "novamesh.testing.tcpecho", "tcpecho:"]  # replies 'tcpecho:' + what it got
 
 GATEWAY = "istio-ingressgateway"
 GATEWAY_CONFIG = """
@@ -97,7 +83,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.start_control_plane()
         m.echo("back")
         m.run("front", ports=[9080], command=[sys.executable, "-m", "novamesh.testing.echo", "--call", "http://back:9080/"])
-        m.run("tcpecho", ports=["3307/tcp"], command=[sys.executable, "-c", TCP_SERVER])
+        m.run("tcpecho", ports=["3307/tcp"], command=[sys.executable, *TCP_SERVER])
         m.client("client")
         _gateway(m)
         m.apply(FAULT_VS + "---" + GATEWAY_CONFIG)

@@ -56,23 +56,7 @@ with grpc.insecure_channel("greeter:50051") as channel:
     print(json.dumps([hello(b"hi", timeout=5).decode() for _ in range(int(sys.argv[1]))]))
 """
 
-TCP_SERVER = """
-import asyncio, os
-
-async def handle(reader, writer):
-    tag = ("tcpecho/" + os.environ["NOVAMESH_VERSION"] + ":").encode()
-    while data := await reader.read(65536):
-        writer.write(tag + data)
-        await writer.drain()
-    writer.close()
-
-async def main():
-    server = await asyncio.start_server(handle, os.environ["HOST"], int(os.environ["PORT"]))
-    async with server:
-        await server.serve_forever()
-
-asyncio.run(main())
-"""
+TCP_SERVER = ["-m", "novamesh.testing.tcpecho", "tcpecho/{version}:"]  # replies 'tcpecho/{version}:' + what it got
 
 TCP_DR_AND_SPLIT = """
 apiVersion: networking.istio.io/v1
@@ -125,7 +109,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.start_control_plane()
         for v in ("v1", "v2"):
             m.run("greeter", version=v, ports=["50051/grpc"], command=[sys.executable, "-c", GRPC_SERVER])
-            m.run("tcpecho", version=v, ports=["3307/tcp"], command=[sys.executable, "-c", TCP_SERVER])
+            m.run("tcpecho", version=v, ports=["3307/tcp"], command=[sys.executable, *TCP_SERVER])
         m.echo("echo-a")
         m.echo("echo-b")
         m.client("client")
