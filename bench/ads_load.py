@@ -133,7 +133,8 @@ class SimProxy:
             self.bytes_in += resp.ByteSize()
             t = resp.type_url
             names = self.names.get(t, [])
-            out.put_nowait(discovery_pb2.DiscoveryRequest(type_url=t, version_info=resp.version_info, response_nonce=resp.nonce, resource_names=names))
+            out.put_nowait(discovery_pb2.DiscoveryRequest(type_url=t, version_info=resp.version_info, response_nonce=resp.nonce,
+                                                          resource_names=names))
             self.last_ack = time.perf_counter()
             self.acks += 1
             self.synced.add(t)
@@ -179,7 +180,8 @@ async def _quiet(proxies: list[SimProxy], probe: CpProbe, quiet_s: float, timeou
             return
 
 
-async def _measure_change(m: LocalMesh, proxies: list[SimProxy], probe: CpProbe, counter: Path, action: Any, quiet_s: float) -> dict[str, Any]:
+async def _measure_change(m: LocalMesh, proxies: list[SimProxy], probe: CpProbe, counter: Path, action: Any,
+                          quiet_s: float) -> dict[str, Any]:
     tr0, acks0, bytes0, cpu0 = translations(counter), sum(p.acks for p in proxies), sum(p.bytes_in for p in proxies), probe.cpu()
     before = {id(p): p.acks for p in proxies}
     t0 = time.perf_counter()
@@ -198,20 +200,29 @@ def _dr(i: int, m: int) -> str:
             f"spec:\n  host: svc-{i % m}\n  trafficPolicy:\n    connectionPool:\n      tcp: {{maxConnections: {100 + i}}}\n")
 
 
-def _start_profile(pid: int, path: Path) -> subprocess.Popen[bytes]:
-    """py-spy (``pip install py-spy``) sampling the control plane into ``path`` (collapsed stacks)."""
+def _start_profile(pid: int, path: Path, native: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy``) sampling the control plane into ``path`` (collapsed stacks);
+    ``native`` adds C frames (gRPC, protobuf), which needs the process paused per sample."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(path)],
+    mode = ["--native"] if native else ["--nonblocking"]
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", *mode, "-o", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        spy.wait(60)
+
+
 async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: int, churn_rate: float, churn_s: float, quiet_s: float,
-                   profile: Path | None = None) -> dict[str, Any]:
+                   profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False) -> dict[str, Any]:
     assert m.cp is not None
     probe = CpProbe(m.cp.pid)
     proxies = [SimProxy(Proxy(id=f"sim-{i}", service=f"client-{i % classes}", address=f"127.2.{i // 250}.{i % 250 + 1}")) for i in range(n)]
     stop = asyncio.Event()
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{m.env['NOVAMESH_XDS_PORT']}", options=[("grpc.max_receive_message_length", 256 * 2**20)]) for _ in range(max(1, n // 100))]
+    target, options = f"127.0.0.1:{m.env['NOVAMESH_XDS_PORT']}", [("grpc.max_receive_message_length", 256 * 2**20)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(max(1, n // 100))]
     t0 = time.perf_counter()
     tasks = [asyncio.create_task(p.run(channels[i % len(channels)], stop)) for i, p in enumerate(proxies)]
     deadline = time.perf_counter() + 120
@@ -226,8 +237,13 @@ async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: 
                               "stream_errors": sorted({p.error for p in proxies if p.error})[:5],
                               "cp_rss_mb_synced": probe.sample(), "cp_cpu_s_initial": probe.cpu(),
                               "initial_bytes": sum(p.bytes_in for p in proxies)}
-    spy = _start_profile(m.cp.pid, profile) if profile else None
-    result["config_change"] = [await _measure_change(m, proxies, probe, counter, lambda i=i: m.apply(_dr(i, services), "bench-dr.yaml"), quiet_s) for i in range(2)]
+    spy = _start_profile(m.cp.pid, profile, profile_native) if profile else None
+    result["config_change"] = [
+        await _measure_change(m, proxies, probe, counter, lambda i=i: m.apply(_dr(i, services), "bench-dr.yaml"), quiet_s) for i in range(2)
+    ]
+    if profile_changes_only:
+        _stop_profile(spy)
+        spy = None
     ep: list[dict[str, Any]] = []
     for i in range(2):
         ep.append(await _measure_change(m, proxies, probe, counter, lambda i=i: register_services(m, 1, "svc", start=i), quiet_s))
@@ -260,9 +276,7 @@ async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: 
                        "cp_cpu_s": probe.cpu() - cpu0, "cp_vcpu": (probe.cpu() - cpu0) / max(sent_s, 1e-9),
                        "translations": translations(counter) - tr0, "bytes_sent": sum(p.bytes_in for p in proxies) - bytes0}
     result["cp_rss_mb_peak"] = probe.peak_rss
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-        spy.wait(60)
+    _stop_profile(spy)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     for ch in channels:
@@ -271,7 +285,7 @@ async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: 
 
 
 def run(sizes: list[tuple[int, int]], classes: int, churn_rate: float, churn_s: float, quiet_s: float, out: Path | None,
-        profile: Path | None = None) -> dict[str, Any]:
+        profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False) -> dict[str, Any]:
     """One control plane per (N proxies, M services); writes ``ads_load.json``."""
     results: list[dict[str, Any]] = []
     for n, services in sizes:
@@ -280,7 +294,8 @@ def run(sizes: list[tuple[int, int]], classes: int, churn_rate: float, churn_s: 
             start_counted_control_plane(m, counter)
             register_services(m, services)
             poll(lambda: len(m.workloads_info()) >= services, 60, "services registered")
-            r = asyncio.run(scenario(m, counter, n, services, classes, churn_rate, churn_s, quiet_s, profile))
+            r = asyncio.run(scenario(m, counter, n, services, classes, churn_rate, churn_s, quiet_s, profile,
+                                            profile_changes_only, profile_native))
             cc = r["config_change"][-1]
             print(f"N={n} M={services}: initial sync {r['initial_sync_s']:.1f}s; change→last ACK p50 {cc['last_ack_ms']['p50']:.0f} ms "
                   f"p99 {cc['last_ack_ms']['p99']:.0f} ms total {cc['total_ms']:.0f} ms; translations {cc['translations']}; "
@@ -300,11 +315,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--churn-rate", type=float, default=10.0, help="workload join/leave events per second")
     p.add_argument("--churn-seconds", type=float, default=5.0)
     p.add_argument("--quiet", type=float, default=1.0, help="seconds without an ACK that count as converged")
-    p.add_argument("--profile", type=Path, default=None, help="py-spy the control plane during the changes and churn (collapsed stacks to this file)")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="py-spy the control plane during the changes and churn (collapsed stacks to this file)")
+    p.add_argument("--profile-changes-only", action="store_true", help="stop the profile after the config changes (no joins, no churn)")
+    p.add_argument("--profile-native", action="store_true", help="include C frames in the profile (slows the control plane)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     sizes = [(int(s.split("x")[0]), int(s.split("x")[1])) for s in a.sizes.split(",")]
-    run(sizes, a.classes, a.churn_rate, a.churn_seconds, a.quiet, a.out, a.profile)
+    run(sizes, a.classes, a.churn_rate, a.churn_seconds, a.quiet, a.out, a.profile, a.profile_changes_only, a.profile_native)
 
 
 if __name__ == "__main__":

@@ -350,13 +350,31 @@ def _outbound_hcm(listener: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+_CONNECT_MEMO: dict[int, tuple[dict[str, dict[str, Any]], bool]] = {}
+_CONNECT_MEMO_SIZE = 8  # route tables remembered (one per recently bound class)
+
+
 def _uses_connect(class_resources: dict[str, dict[str, dict[str, Any]]]) -> bool:
-    return any(
+    """Whether a route of the class accepts CONNECT (then the outbound HCM must upgrade it).
+
+    Every proxy of a class is bound from the same class route table, so the answer is
+    remembered per table instead of rescanning every route once per proxy. Keyed by identity;
+    the memo holds the table itself, so its id cannot be reused by another table while
+    remembered. Class translations are never changed once built, so the answer stays right."""
+    routes = class_resources[T.ROUTE]
+    hit = _CONNECT_MEMO.get(id(routes))
+    if hit is not None and hit[0] is routes:
+        return hit[1]
+    found = any(
         "connect_matcher" in r.get("match", {})
-        for rc in class_resources[T.ROUTE].values()
+        for rc in routes.values()
         for vh in rc.get("virtual_hosts", [])
         for r in vh.get("routes", [])
     )
+    if len(_CONNECT_MEMO) >= _CONNECT_MEMO_SIZE:
+        _CONNECT_MEMO.pop(next(iter(_CONNECT_MEMO), 0), None)  # oldest first
+    _CONNECT_MEMO[id(routes)] = (routes, found)
+    return found
 
 
 def bind_to_proxy(

@@ -16,10 +16,9 @@ different version is.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +31,14 @@ from ..model.proxy import METADATA_KEY, Proxy
 from ..model.snapshot import MeshSnapshot
 from ..observe.controlplane_metrics import XdsHooks, all_acked
 from ..translate import SHORT_NAMES, XDS_ORDER, T
-from .cache import Packed, ProxyView, TranslationCache
+from .cache import Packed, ProxyView, TranslationCache, Versioned, version_of
 
 __all__ = ["XdsServer", "TypeState", "Connection"]
 
 log = logging.getLogger(__name__)
 
 _WILDCARD_TYPES = (T.CLUSTER, T.LISTENER)
+_EMPTY = Versioned()
 _PUSH = object()
 _END = object()
 
@@ -51,7 +51,7 @@ class TypeState:
     names: frozenset[str] | None = None  # None: wildcard
     sent_version: str = ""
     sent_nonce: str = ""
-    sent: dict[str, str] = field(default_factory=dict)  # name -> digest
+    sent: Mapping[str, Packed] = field(default_factory=dict)  # what sent_version holds (never mutated)
     acked_version: str = ""
     nack_version: str = ""
     nack_error: str = ""
@@ -80,18 +80,13 @@ class Connection:
     inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     types: dict[str, TypeState] = field(default_factory=lambda: {t: TypeState() for t in XDS_ORDER})
     stale_clusters: bool = False
-    sent_clusters: dict[str, Packed] = field(default_factory=dict)
-    acked_clusters: dict[str, Packed] = field(default_factory=dict)
+    sent_clusters: Mapping[str, Packed] = field(default_factory=dict)
+    acked_clusters: Mapping[str, Packed] = field(default_factory=dict)
     gate_deadline: float = 0.0
     gate_timer: asyncio.TimerHandle | None = None
 
 
-def _version(entries: dict[str, Packed]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(entries):
-        h.update(name.encode())
-        h.update(entries[name].digest.encode())
-    return h.hexdigest()[:12]
+_version = version_of  # memoized on the shared Versioned mappings of the cache
 
 
 def _proxy_from_node(node: Any) -> Proxy:
@@ -226,7 +221,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 st.nack_version = st.sent_version
                 st.nack_error = req.error_detail.message
                 if t == T.CLUSTER:  # Envoy keeps what it had: the last acknowledged clusters
-                    conn.sent_clusters = dict(conn.acked_clusters)
+                    conn.sent_clusters = conn.acked_clusters
                 self.nacks += 1
                 self.hooks.rejected(SHORT_NAMES[t])
                 self.last_nack[conn.proxy.id] = st.nack_error
@@ -237,7 +232,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 st.acked_version = req.version_info
                 st.acked_at = self._clock.time()
                 if t == T.CLUSTER:
-                    conn.acked_clusters = dict(conn.sent_clusters)
+                    conn.acked_clusters = conn.sent_clusters
         names = None if (t in _WILDCARD_TYPES and not req.resource_names) else frozenset(req.resource_names)
         forced: set[str] = set()
         if not st.subscribed or names != st.names or not req.response_nonce:
@@ -246,12 +241,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         st.names = names
         return forced
 
-    def _desired(self, conn: Connection, t: str, view: ProxyView) -> dict[str, Packed]:
-        available = view.get(t, {})
+    def _desired(self, conn: Connection, t: str, view: ProxyView) -> Versioned:
+        available = view.get(t, _EMPTY)
         st = conn.types[t]
         if st.names is None:
             return available
-        return {n: available[n] for n in sorted(st.names) if n in available}
+        return available.subset(st.names)  # memoized: proxies of one class share the result
 
     def _gate_open(self, conn: Connection, view: ProxyView) -> bool:
         """True when LDS/RDS may be sent: clusters acknowledged and their endpoints served."""
@@ -262,25 +257,28 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             return False
         if cds.acked_version != cds.sent_version and cds.nack_version != cds.sent_version:
             return False
-        eds_names = {n for n, p in view.get(T.ENDPOINT, {}).items() if n in cds.sent}
+        eds_names = view.get(T.ENDPOINT, _EMPTY).keys() & cds.sent.keys()
         if eds_names and (eds.names is None or not eds_names <= eds.names):
             return False
         return True
 
-    async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: dict[str, Packed]) -> None:
+    async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: Mapping[str, Packed]) -> None:
         started = self._clock.monotonic()
         st = conn.types[t]
         version = _version(entries)
         nonce = str(next(self._nonces))
-        resp = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=t, nonce=nonce, resources=[p.any for p in entries.values()]
-        )
+        if isinstance(entries, Versioned):  # prepared once per set the proxies of a class share
+            resp = entries.response(t)
+        else:
+            resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=t)
+            resp.resources.extend(p.any for p in entries.values())
+        resp.nonce = nonce
         st.sent_version, st.sent_nonce = version, nonce
-        st.sent = {n: p.digest for n, p in entries.items()}
+        st.sent = entries  # never mutated: views and unions are built anew
         st.sent_at = self._clock.time()
         st.sent_revision = self.cache.snapshot.revision if self.cache.snapshot is not None else -1
         if t == T.CLUSTER:
-            conn.sent_clusters = dict(entries)
+            conn.sent_clusters = entries
         self.pushes[SHORT_NAMES[t]] += 1
         await context.write(resp)
         self.hooks.pushed(SHORT_NAMES[t], self._clock.monotonic() - started)
@@ -294,13 +292,15 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         # 1. clusters: new ones plus everything sent before (removed only once routes moved on)
         if cds.subscribed:
             desired = self._desired(conn, T.CLUSTER, view)
-            keep = {n: p for n, p in conn.sent_clusters.items() if n not in desired}
-            union = dict(sorted({**keep, **desired}.items()))
+            union: Mapping[str, Packed] = desired
+            if conn.sent_clusters.keys() - desired.keys():  # keep what old routes may still use
+                keep = {n: p for n, p in conn.sent_clusters.items() if n not in desired}
+                union = dict(sorted({**keep, **desired}.items()))
             version = _version(union)
-            conn.stale_clusters = bool(keep)
+            conn.stale_clusters = union is not desired
             if (version != cds.sent_version or T.CLUSTER in forced) and version != cds.nack_version:
-                new_names = set(union) - set(cds.sent)
-                changed = {n for n, p in union.items() if cds.sent.get(n) not in (None, p.digest)}
+                new_names = union.keys() - cds.sent.keys()
+                changed = any((old := cds.sent.get(n)) is not None and old.digest != p.digest for n, p in union.items())
                 await self._send(conn, context, T.CLUSTER, union)
                 if changed:
                     # Envoy re-warms a changed EDS cluster and waits for its endpoints again;
