@@ -93,6 +93,7 @@ class Settings:
     local_trust: bool = field(default=True, metadata={"doc": "Agents of a loopback control plane mint their own join token (local development); never applies to a remote control plane."})
     ca_bundle_file: str = field(default="", metadata={"doc": "Roots (PEM) an agent verifies the CSR service with; empty: fetched from the control plane's REST API (trust on first use)."})
     join_token_file: str = field(default="", metadata={"doc": "File holding the agent's join token (--token-file); $NOVAMESH_JOIN_TOKEN takes precedence."})
+    gc_threshold: int = field(default=50000, metadata={"doc": "The control plane process's generation-0 garbage-collection threshold (CPython's default: 700). xDS pushes allocate many short-lived objects; collecting less often saved about a quarter of the CPU per config change at 1000 proxies (BENCHMARKS.md). 0 keeps CPython's default."})
     xds_tls: bool = field(default=True, metadata={"doc": "ADS over mutual TLS on csr_port (Istio's 15012; TLS server name xds.novamesh-control-plane): the control plane serves it and agents with a certificate use it. false: agents use plaintext xds_port."})
     xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port for local development: loopback only while the CA is on. false leaves only mTLS xDS on csr_port."})
     tls_hello_timeout: float = field(default=10.0, metadata={"doc": "Seconds a client on csr_port has to send its TLS ClientHello before the connection is closed."})

@@ -57,6 +57,7 @@ from ..model.snapshot import MeshSnapshot, build_snapshot
 from ..registry.registry import Workload, WorkloadPort
 from ..settings import Settings
 from ..translate import T, ClassKey, Resources, TranslateOptions, class_key, consistency_errors, translate_class, translate_proxy
+from ..translate.proxy import class_inputs
 from ..translate.gateway import GATEWAY_KIND
 from ..translate.protos import to_message
 from ..translate.static import static_bootstrap
@@ -382,7 +383,12 @@ def _targets(
 ) -> list[_Target]:
     """One representative per proxy class: connected proxies first, then synthetic ones."""
     by_class: dict[ClassKey, _Target] = {}
+    seen: set[tuple[object, ...]] = set()  # class_key is a function of class_inputs: once per distinct inputs
     for p in sorted(proxies, key=lambda p: p.id):
+        inputs = class_inputs(p)
+        if inputs in seen:
+            continue
+        seen.add(inputs)
         ck = class_key(p, snap)
         if ck not in by_class:
             by_class[ck] = _Target(f"{p.kind} {p.namespace}/{p.service or p.id} (proxy {p.id})", p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -23,7 +24,7 @@ from .mesh import Mesh
 from ..security.service import SecurityServer, bind_xds_ports
 from ..security.xds_authn import AuthenticatedAds
 
-__all__ = ["ControlPlane", "run_control_plane"]
+__all__ = ["ControlPlane", "run_control_plane", "tune_gc"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,17 @@ def run_control_plane(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, cp.stop)
+        tune_gc(settings)
         await cp.run()
 
     asyncio.run(main())
+
+
+def tune_gc(settings: Settings) -> None:
+    """Process-wide GC tuning for a control-plane process (not for one embedded in another
+    program): ``gc_threshold`` for generation 0, and everything alive after start-up (modules,
+    protobuf descriptors, the loaded config) moved out of the collector's way (``gc.freeze``)."""
+    if settings.gc_threshold > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_threshold, gen1, gen2)
+    gc.freeze()
