@@ -216,10 +216,13 @@ def _stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
 
 
 async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: int, churn_rate: float, churn_s: float, quiet_s: float,
-                   profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False) -> dict[str, Any]:
+                   profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False,
+                   namespaces: bool = False) -> dict[str, Any]:
     assert m.cp is not None
     probe = CpProbe(m.cp.pid)
-    proxies = [SimProxy(Proxy(id=f"sim-{i}", service=f"client-{i % classes}", address=f"127.2.{i // 250}.{i % 250 + 1}")) for i in range(n)]
+    # One namespace per client service with --namespaces: then each is its own proxy class.
+    proxies = [SimProxy(Proxy(id=f"sim-{i}", service=f"client-{i % classes}", address=f"127.2.{i // 250}.{i % 250 + 1}",
+                              namespace=f"team-{i % classes}" if namespaces else "default")) for i in range(n)]  # fmt: skip
     stop = asyncio.Event()
     target, options = f"127.0.0.1:{m.env['NOVAMESH_XDS_PORT']}", [("grpc.max_receive_message_length", 256 * 2**20)]
     channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(max(1, n // 100))]
@@ -230,7 +233,7 @@ async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: 
         await asyncio.sleep(0.1)
         probe.sample()
     await _quiet(proxies, probe, quiet_s, 60)
-    result: dict[str, Any] = {"proxies": n, "services": services, "classes": classes,
+    result: dict[str, Any] = {"proxies": n, "services": services, "classes": classes, "namespaces": namespaces,
                               "initial_sync_s": time.perf_counter() - t0,
                               "all_synced": all({CDS, LDS, EDS, RDS} <= p.synced for p in proxies),
                               "synced_proxies": sum({CDS, LDS, EDS, RDS} <= p.synced for p in proxies),
@@ -285,7 +288,8 @@ async def scenario(m: LocalMesh, counter: Path, n: int, services: int, classes: 
 
 
 def run(sizes: list[tuple[int, int]], classes: int, churn_rate: float, churn_s: float, quiet_s: float, out: Path | None,
-        profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False) -> dict[str, Any]:
+        profile: Path | None = None, profile_changes_only: bool = False, profile_native: bool = False,
+        namespaces: bool = False) -> dict[str, Any]:
     """One control plane per (N proxies, M services); writes ``ads_load.json``."""
     results: list[dict[str, Any]] = []
     for n, services in sizes:
@@ -295,15 +299,16 @@ def run(sizes: list[tuple[int, int]], classes: int, churn_rate: float, churn_s: 
             register_services(m, services)
             poll(lambda: len(m.workloads_info()) >= services, 60, "services registered")
             r = asyncio.run(scenario(m, counter, n, services, classes, churn_rate, churn_s, quiet_s, profile,
-                                            profile_changes_only, profile_native))
+                                            profile_changes_only, profile_native, namespaces))
             cc = r["config_change"][-1]
             print(f"N={n} M={services}: initial sync {r['initial_sync_s']:.1f}s; change→last ACK p50 {cc['last_ack_ms']['p50']:.0f} ms "
                   f"p99 {cc['last_ack_ms']['p99']:.0f} ms total {cc['total_ms']:.0f} ms; translations {cc['translations']}; "
                   f"CP RSS peak {r['cp_rss_mb_peak']:.0f} MB", flush=True)
             results.append(r)
-            common.write(f"ads_load-{n}x{services}", r, out)  # each size on its own, in case a later one is cut short
-    data = {"classes": classes, "runs": results}
-    common.write("ads_load", data, out)
+            # each size on its own, in case a later one is cut short
+            common.write(f"ads_load-{n}x{services}{'-ns' if namespaces else ''}", r, out)
+    data = {"classes": classes, "namespaces": namespaces, "runs": results}
+    common.write("ads_load-ns" if namespaces else "ads_load", data, out)
     return data
 
 
@@ -311,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench ads_load", description=__doc__)
     p.add_argument("--sizes", default="100x100,1000x100,2000x100,100x1000",
                    help="NxM pairs: proxies x services (1000x1000 and up take minutes per change on 2 cores; opt in)")
-    p.add_argument("--classes", type=int, default=10, help="proxy classes (client services) the proxies spread over")
+    p.add_argument("--classes", type=int, default=10, help="client services the proxies spread over (one proxy class, unless --namespaces)")
+    p.add_argument("--namespaces", action="store_true", help="each client service in its own namespace: --classes distinct proxy classes")
     p.add_argument("--churn-rate", type=float, default=10.0, help="workload join/leave events per second")
     p.add_argument("--churn-seconds", type=float, default=5.0)
     p.add_argument("--quiet", type=float, default=1.0, help="seconds without an ACK that count as converged")
@@ -322,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     sizes = [(int(s.split("x")[0]), int(s.split("x")[1])) for s in a.sizes.split(",")]
-    run(sizes, a.classes, a.churn_rate, a.churn_seconds, a.quiet, a.out, a.profile, a.profile_changes_only, a.profile_native)
+    run(sizes, a.classes, a.churn_rate, a.churn_seconds, a.quiet, a.out, a.profile, a.profile_changes_only, a.profile_native,
+        a.namespaces)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from novamesh.testing.mesh import LocalMesh
+from novamesh.testing.mesh import LocalMesh, poll
 
 from . import common
 from .fake import register_services
@@ -52,8 +51,11 @@ def _one(steps: list[int], scoped: bool) -> list[dict[str, Any]]:
         for n in steps:
             register_services(m, n - have, start=have)
             have = n
+            # SYNCED alone can be the previous snapshot (the registration's push may not have
+            # happened yet): wait for Envoy to hold the clusters, then for the proxy to be in sync.
+            want = rows[0]["clusters"] + (0 if scoped else n)
+            poll(lambda: _clusters(client.admin_url) >= want, 120, f"{want} active clusters")
             m.wait_synced(timeout=120)
-            time.sleep(0.5)  # let Envoy finish warming the clusters it was just given (then read once)
             rows.append({"services": n, "rss_mb": common.rss_mb(envoy), "clusters": _clusters(client.admin_url)})
             print(f"{'scoped' if scoped else 'unscoped'} {n} services: sidecar RSS {rows[-1]['rss_mb']:.1f} MB, {rows[-1]['clusters']} clusters", flush=True)
     return rows

@@ -70,13 +70,14 @@ class Versioned(dict[str, Packed]):
     resource into a new message.
     """
 
-    __slots__ = ("_version", "_subsets", "_response", "shared", "base", "extra")
+    __slots__ = ("_version", "_subsets", "_response", "_changes", "shared", "base", "extra")
 
     def __init__(self, entries: Iterable[tuple[str, Packed]] = (), *, shared: bool = False, base: Versioned | None = None,
                  extra: tuple[Packed, ...] = ()) -> None:
         super().__init__(entries)
         self._version = ""
         self._subsets: dict[frozenset[str], Versioned] = {}
+        self._changes: list[tuple[Mapping[str, Packed], dict[str, Packed]]] = []
         self._response: discovery_pb2.DiscoveryResponse | None = None
         self.shared = shared
         """Used by many proxies: keep the prepared response (a per-proxy one would hold a copy of every resource)."""
@@ -97,6 +98,17 @@ class Versioned(dict[str, Packed]):
             if len(self._subsets) < 64:  # bounded: subscriptions of one class are nearly always alike
                 self._subsets[names] = out
         return out
+
+    def changed_since(self, old: Mapping[str, Packed]) -> dict[str, Packed]:
+        """The entries that ``old`` lacks or holds with another content. Memoized per ``old``
+        (by identity, holding it), so the proxies of a class that had the same set compute
+        it once."""
+        for seen, changes in self._changes:
+            if seen is old:
+                return changes
+        changes = {n: p for n, p in self.items() if (o := old.get(n)) is None or o.digest != p.digest}
+        self._changes = [*self._changes[-3:], (old, changes)]  # the last few predecessors
+        return changes
 
     def response(self, type_url: str) -> discovery_pb2.DiscoveryResponse:
         """A new DiscoveryResponse with these resources and version (no nonce yet), the caller's to

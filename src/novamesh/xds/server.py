@@ -52,6 +52,7 @@ class TypeState:
     sent_version: str = ""
     sent_nonce: str = ""
     sent: Mapping[str, Packed] = field(default_factory=dict)  # what sent_version holds (never mutated)
+    acked: Mapping[str, Packed] = field(default_factory=dict)  # what acked_version holds
     acked_version: str = ""
     nack_version: str = ""
     nack_error: str = ""
@@ -222,6 +223,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 st.nack_error = req.error_detail.message
                 if t == T.CLUSTER:  # Envoy keeps what it had: the last acknowledged clusters
                     conn.sent_clusters = conn.acked_clusters
+                if t == T.ENDPOINT:  # ... and endpoints (the next response is a delta against them)
+                    st.sent = st.acked
                 self.nacks += 1
                 self.hooks.rejected(SHORT_NAMES[t])
                 self.last_nack[conn.proxy.id] = st.nack_error
@@ -230,6 +233,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     self.on_nack(conn.proxy, t, st)
             else:
                 st.acked_version = req.version_info
+                st.acked = st.sent
                 st.acked_at = self._clock.time()
                 if t == T.CLUSTER:
                     conn.acked_clusters = conn.sent_clusters
@@ -262,12 +266,18 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             return False
         return True
 
-    async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: Mapping[str, Packed]) -> None:
+    async def _send(self, conn: Connection, context: grpc.aio.ServicerContext, t: str, entries: Mapping[str, Packed],
+                    only: Mapping[str, Packed] | None = None) -> None:  # fmt: skip
+        """Send ``entries`` as the proxy's new state of type ``t``; with ``only``, a response
+        carrying just those resources (EDS: what the proxy lacks, see :meth:`_endpoint_delta`)."""
         started = self._clock.monotonic()
         st = conn.types[t]
         version = _version(entries)
         nonce = str(next(self._nonces))
-        if isinstance(entries, Versioned):  # prepared once per set the proxies of a class share
+        if only is not None:
+            resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=t)
+            resp.resources.extend(p.any for p in only.values())
+        elif isinstance(entries, Versioned):  # prepared once per set the proxies of a class share
             resp = entries.response(t)
         else:
             resp = discovery_pb2.DiscoveryResponse(version_info=version, type_url=t)
@@ -290,6 +300,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         view = self.cache.view(conn.proxy)
         cds = conn.types[T.CLUSTER]
         # 1. clusters: new ones plus everything sent before (removed only once routes moved on)
+        rewarm: frozenset[str] = frozenset()
         if cds.subscribed:
             desired = self._desired(conn, T.CLUSTER, view)
             union: Mapping[str, Packed] = desired
@@ -300,9 +311,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             conn.stale_clusters = union is not desired
             if (version != cds.sent_version or T.CLUSTER in forced) and version != cds.nack_version:
                 new_names = union.keys() - cds.sent.keys()
-                changed = any((old := cds.sent.get(n)) is not None and old.digest != p.digest for n, p in union.items())
+                if isinstance(union, Versioned):
+                    rewarm = frozenset(union.changed_since(cds.sent).keys() - new_names)
+                else:
+                    rewarm = frozenset(n for n, p in union.items() if (o := cds.sent.get(n)) is not None and o.digest != p.digest)
                 await self._send(conn, context, T.CLUSTER, union)
-                if changed:
+                if rewarm:
                     # Envoy re-warms a changed EDS cluster and waits for its endpoints again;
                     # its re-subscription looks like a plain ACK, so send them unasked (as
                     # Istio does) instead of letting the cluster sit warming until it times out.
@@ -316,7 +330,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             desired = self._desired(conn, T.ENDPOINT, view)
             version = _version(desired)
             if (version != eds.sent_version or T.ENDPOINT in forced) and version != eds.nack_version:
-                await self._send(conn, context, T.ENDPOINT, desired)
+                await self._send(conn, context, T.ENDPOINT, desired, self._endpoint_delta(eds, desired, rewarm))
         # 3. listeners and routes, once clusters are warm
         if not self._gate_open(conn, view):
             return
@@ -341,6 +355,25 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 if _version(desired) != cds.nack_version:
                     await self._send(conn, context, T.CLUSTER, desired)
                 conn.stale_clusters = False
+
+    @staticmethod
+    def _endpoint_delta(eds: TypeState, desired: Versioned, rewarm: frozenset[str]) -> Mapping[str, Packed] | None:
+        """What an EDS response must carry, or None for everything.
+
+        EDS is not a wildcard type: in the state-of-the-world protocol a resource missing from a
+        response is *not* removed (Envoy drops endpoints only with their cluster). So after the
+        first response only what the proxy lacks is sent: assignments that are new to it or
+        changed since the state it acknowledged, plus those of ``rewarm`` (clusters just changed
+        in CDS, which Envoy re-warms and waits for endpoints of). One workload joining a mesh
+        of 1000 services is then one assignment per proxy, not a thousand."""
+        if not eds.sent_version or not eds.sent:
+            return None
+        delta = desired.changed_since(eds.sent)
+        if rewarm:
+            extra = {n: desired[n] for n in rewarm if n in desired and n not in delta}
+            if extra:
+                delta = {**delta, **extra}
+        return None if len(delta) == len(desired) else delta
 
     def _arm_gate_timer(self, conn: Connection) -> None:
         if conn.gate_timer is not None:

@@ -229,4 +229,31 @@ async def test_changed_cluster_gets_its_endpoints_again(server: Any) -> None:
     assert cds.type_url == T.CLUSTER
     eds = await env.recv()
     assert eds.type_url == T.ENDPOINT, "endpoints must follow a changed cluster without a new request"
+    # Only the re-warmed cluster's assignment: ratings' is unchanged and Envoy keeps it.
+    assert _names(eds) == {n for n in _names(cds) if "reviews" in n and n.startswith("outbound")}
+    await env.close()
+
+
+async def test_endpoint_changes_send_only_the_changed_assignments(server: Any) -> None:
+    """EDS is not a wildcard type: after the first response only what the proxy lacks is sent,
+    under the version of the whole set; a NACKed delta is recomputed against what was ACKed."""
+    xds, stub = server
+    env = FakeEnvoy(stub, Proxy(id="p6", service="client", address="127.3.1.6"))
+    last = await _handshake(env)
+    first = last[T.ENDPOINT]
+    assert len(_names(first)) == 2  # reviews and ratings: the first response is complete
+    ws = [_wl("reviews-1", "reviews", "127.3.0.2"), _wl("reviews-2", "reviews", "127.3.0.9"), _wl("ratings-1", "ratings", "127.3.0.3")]
+    xds.update(build_snapshot({}, ws, revision=1, registry_version=2))  # one workload joins reviews
+    eds = await env.recv()
+    assert eds.type_url == T.ENDPOINT and eds.version_info != first.version_info
+    assert len(_names(eds)) == 1 and "reviews" in next(iter(_names(eds)))
+    eds_names = sorted(n for n in _names(last[T.CLUSTER]) if n.startswith("outbound"))
+    env.send(T.ENDPOINT, eds_names, last=eds, error="bad endpoint")  # Envoy keeps the first set
+    await _wait_status(xds, "p6", "EDS", "NACK")
+    ws.append(_wl("ratings-2", "ratings", "127.3.0.10"))  # now ratings changes too
+    xds.update(build_snapshot({}, ws, revision=1, registry_version=3))
+    again = await env.recv()
+    assert again.type_url == T.ENDPOINT and len(_names(again)) == 2  # both differ from what was ACKed
+    env.send(T.ENDPOINT, eds_names, last=again)
+    await _wait_status(xds, "p6", "EDS", "SYNCED")
     await env.close()
