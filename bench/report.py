@@ -40,19 +40,26 @@ def sidecar_rss() -> list[str]:
     return out
 
 
+def _size(p: Path) -> tuple[int, int, int]:
+    n, m = (int(x) for x in p.stem.split("-")[1].split("x"))
+    return m, n, p.stem.endswith("-ns")
+
+
 def ads() -> list[str]:
-    rows = sorted(RESULTS.glob("ads_load-*.json"), key=lambda p: tuple(int(x) for x in p.stem.split("-")[1].split("x"))[::-1])
-    out = ["| proxies x services | initial sync (s) | change: REST apply (ms) | change→last ACK p50 / p99 / total (ms) | translations per change | bytes per change (MB) | CP CPU per change (s) | endpoint join→last ACK p50 / p99 / total (ms) | CP RSS synced / peak (MB) |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    churn = ["| proxies x services | rate (events/s) | events | generator max lag (s) | CP vCPU during churn | translations | bytes sent (MB) | settle after last event (ms) |", "|---|---|---|---|---|---|---|---|"]
+    files = [p for p in [*RESULTS.glob("ads_load-*.json"), *RESULTS.glob("large/ads_load-*.json")] if p.stem != "ads_load-ns"]
+    rows = sorted(files, key=_size)
+    out = ["| proxies x services (proxy classes) | initial sync (s) | change: REST apply (ms) | change→last ACK p50 / p99 / total (ms) | translations per change | bytes per change (MB) | CP CPU per change (s) | endpoint join→last ACK p50 / p99 / total (ms) | endpoint join bytes (MB) | CP RSS synced / peak (MB) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    churn = ["| proxies x services (proxy classes) | rate (events/s) | events | generator max lag (s) | CP vCPU during churn | translations | bytes sent (MB) | settle after last event (ms) |", "|---|---|---|---|---|---|---|---|"]
     for p in rows:
         r = json.loads(p.read_text())
         c, e = r["config_change"][-1], r["endpoint_join"][-1]
-        out.append(f"| {r['proxies']} x {r['services']} | {r['initial_sync_s']:.1f} | {c['api_call_ms']:.0f} | {c['last_ack_ms']['p50']:.0f} / {c['last_ack_ms']['p99']:.0f} / {c['total_ms']:.0f} | "
+        classes = r["classes"] if r.get("namespaces") else 1
+        out.append(f"| {r['proxies']} x {r['services']} ({classes}) | {r['initial_sync_s']:.1f} | {c['api_call_ms']:.0f} | {c['last_ack_ms']['p50']:.0f} / {c['last_ack_ms']['p99']:.0f} / {c['total_ms']:.0f} | "
                    f"{c['translations']} | {c['bytes_sent'] / 1e6:.1f} | {c['cp_cpu_s']:.2f} | {e['last_ack_ms']['p50']:.0f} / {e['last_ack_ms']['p99']:.0f} / {e['total_ms']:.0f} | "
-                   f"{r['cp_rss_mb_synced']:.0f} / {r['cp_rss_mb_peak']:.0f} |")
+                   f"{e['bytes_sent'] / 1e6:.2f} | {r['cp_rss_mb_synced']:.0f} / {r['cp_rss_mb_peak']:.0f} |")
         ch = r["churn"]
-        churn.append(f"| {r['proxies']} x {r['services']} | {ch['rate_per_s']:.0f} | {ch['events']} | {ch['max_behind_schedule_s']:.2f} | {ch['cp_vcpu']:.2f} | {ch['translations']} | "
+        churn.append(f"| {r['proxies']} x {r['services']} ({classes}) | {ch['rate_per_s']:.0f} | {ch['events']} | {ch['max_behind_schedule_s']:.2f} | {ch['cp_vcpu']:.2f} | {ch['translations']} | "
                      f"{ch['bytes_sent'] / 1e6:.1f} | {ch['settle_after_last_event_ms']:.0f} |")
     return out + [""] + churn
 
@@ -77,10 +84,21 @@ def startup() -> list[str]:
     return [f"median {d['median_s']:.2f} s (min {d['min_s']:.2f}, max {d['max_s']:.2f}; samples " + ", ".join(f"{x:.2f}" for x in d["samples_s"]) + ")"]
 
 
+def portmux() -> list[str]:
+    d = _load("portmux")
+    if d is None:
+        return []
+    med = d["cpu_s_median"]
+    return [f"`portmux.json` ({d['machine']['date']}): {d['megabytes']} MB one way and {d['messages']} round trips of {d['message_bytes']} bytes, "
+            f"median of {d['rounds']} runs each. Bulk: {med['bulk']['direct']:.3f} CPU s direct, {med['bulk']['router']:.3f} through the router; "
+            f"round trips: {med['round_trips']['direct']:.3f} / {med['round_trips']['router']:.3f} CPU s. The router costs "
+            f"**{d['router_cpu_ms_per_mb']:.2f} CPU ms per MB** and **{d['router_cpu_us_per_round_trip']:.1f} CPU µs per round trip**."]
+
+
 def main() -> None:
-    for title, lines in (("dataplane", dataplane("dataplane")), ("dataplane plaintext", dataplane("dataplane-plaintext")),
-                         ("dataplane strict", dataplane("dataplane-strict")), ("dataplane, earlier busier run", dataplane("dataplane-run0433-busier")),
-                         ("dataplane plaintext, earlier busier run", dataplane("dataplane-plaintext-run0435-busier")), ("sidecar_rss", sidecar_rss()), ("ads", ads()), ("ca", ca()), ("startup", startup())):
+    for title, lines in (("dataplane", dataplane("dataplane")), ("dataplane strict", dataplane("dataplane-strict")),
+                         ("dataplane plaintext", dataplane("dataplane-plaintext")), ("dataplane without metrics", dataplane("dataplane-notelemetry")),
+                         ("sidecar_rss", sidecar_rss()), ("ads", ads()), ("portmux", portmux()), ("ca", ca()), ("startup", startup())):
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
 

@@ -53,7 +53,7 @@ def _one(steps: list[int], scoped: bool) -> list[dict[str, Any]]:
             have = n
             # SYNCED alone can be the previous snapshot (the registration's push may not have
             # happened yet): wait for Envoy to hold the clusters, then for the proxy to be in sync.
-            want = rows[0]["clusters"] + (0 if scoped else n)
+            want = rows[0]["clusters"] + (1 if scoped else n)  # scoped: svc-0 only
             poll(lambda: _clusters(client.admin_url) >= want, 120, f"{want} active clusters")
             m.wait_synced(timeout=120)
             rows.append({"services": n, "rss_mb": common.rss_mb(envoy), "clusters": _clusters(client.admin_url)})

@@ -91,7 +91,7 @@ class Mesh:
             on_change=self.debouncer.trigger,
         )
         self.cache = TranslationCache(TranslateOptions(connect_timeout=settings.connect_timeout))
-        self.xds = XdsServer(self.cache, clock=clock)
+        self.xds = XdsServer(self.cache, clock=clock, push_concurrency=settings.xds_push_concurrency)
         self.guard = ApplyGuard(settings)
         """Refuses writes Envoy would reject (controlplane/guard.py); every write calls guard_candidate."""
         self.resources: dict[ResourceKey, Resource] = {}

@@ -104,10 +104,15 @@ def _proxy_from_node(node: Any) -> Proxy:
 class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """The ADS servicer. Call :meth:`update` with each new snapshot."""
 
-    def __init__(self, cache: TranslationCache, *, clock: Clock = SYSTEM_CLOCK, gate_timeout: float = 5.0) -> None:
+    def __init__(self, cache: TranslationCache, *, clock: Clock = SYSTEM_CLOCK, gate_timeout: float = 5.0,
+                 push_concurrency: int = 0) -> None:  # fmt: skip
         self.cache = cache
         self._clock = clock
         self._gate_timeout = gate_timeout
+        # At most this many connections build and write responses at once (0: no limit): after
+        # a restart every proxy reconnects together, and each full response is held in memory
+        # until written, so this bounds the control plane's peak memory (Istio: PILOT_PUSH_THROTTLE).
+        self._push_slots = asyncio.Semaphore(push_concurrency) if push_concurrency > 0 else None
         self._conns: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._nonces = itertools.count(1)
@@ -187,7 +192,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     return
                 if item is _PUSH:
                     if conn is not None:
-                        await self._sync(conn, context, forced=set())
+                        await self._sync_throttled(conn, context, forced=set())
                         self.hooks.settled(conn.id, self._clock.time(), all_acked(conn.types.values()), False)
                     continue
                 req: discovery_pb2.DiscoveryRequest = item
@@ -197,7 +202,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     self._conns[conn.id] = conn
                     log.info("proxy %s (%s.%s) connected from %s", proxy.id, proxy.service, proxy.namespace, conn.peer)
                 forced = self._on_request(conn, req)
-                await self._sync(conn, context, forced)
+                await self._sync_throttled(conn, context, forced)
                 self.hooks.settled(conn.id, self._clock.time(), all_acked(conn.types.values()), bool(req.response_nonce))
         finally:
             read_task.cancel()
@@ -292,6 +297,13 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.pushes[SHORT_NAMES[t]] += 1
         await context.write(resp)
         self.hooks.pushed(SHORT_NAMES[t], self._clock.monotonic() - started)
+
+    async def _sync_throttled(self, conn: Connection, context: grpc.aio.ServicerContext, forced: set[str]) -> None:
+        if self._push_slots is None:
+            await self._sync(conn, context, forced)
+            return
+        async with self._push_slots:
+            await self._sync(conn, context, forced)
 
     async def _sync(self, conn: Connection, context: grpc.aio.ServicerContext, forced: set[str]) -> None:
         """Bring the proxy towards the current snapshot, in make-before-break order."""
