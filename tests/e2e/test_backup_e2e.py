@@ -101,6 +101,9 @@ def test_backup_wipe_restore_through_the_cli(mesh: LocalMesh, tmp_path: Path) ->
     mesh.start_control_plane()
     assert _resources(mesh) == [] and mesh.api.get("/healthz")["revision"] == 0
     poll(lambda: len([w for w in mesh.workloads_info() if w["ready"]]) == 2, 30, "workloads registered again")
+    # The new control plane made a root of its own (this backup has no CA part): each agent notices
+    # that the CA no longer trusts its certificate and joins again, so its sidecar can reach xDS.
+    poll(lambda: all("joined again with a new certificate" in w.log() for w in mesh.workloads), 60, "agents joined the new CA")
 
     # a tampered copy (one resource edited, old checksum kept) is refused and changes nothing
     doc["resources"][0]["spec"]["host"] = "ratings"

@@ -112,7 +112,10 @@ def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # Envoy's default reconnect backoff grows to 30 s; a control plane that comes
+                # back (restart, restore, new certificate) should be found within a few seconds.
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": {"retry_back_off": {
+                    "base_interval": duration(0.5), "max_interval": duration(settings.xds_retry_max_interval)}}}}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": dict(ads),

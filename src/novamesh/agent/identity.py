@@ -106,6 +106,9 @@ class WorkloadIdentity:
         """When the current certificate is renewed (epoch seconds)."""
         self.renewals = 0
         self.failures = 0
+        self.rejoins = 0
+        """New first certificates after the CA stopped accepting ours (see :meth:`_rejoin`)."""
+        self._rejoined_at = float("-inf")
         self.bundle_renewals = 0
         """Renewals started because the published trust bundle changed."""
         self._trust_seen: tuple[frozenset[str], str] | None = None
@@ -207,6 +210,9 @@ class WorkloadIdentity:
             try:
                 await self.renew()
             except (grpc.aio.AioRpcError, NovameshError, OSError) as exc:
+                if _refused(exc) and await self._rejoin():
+                    delay = self.next_delay()
+                    continue
                 if early:  # e.g. a rebuilt control plane with another root: keep the schedule
                     log.warning("early renewal of %s after a trust change failed (%s); next try at the "
                                 "scheduled renewal", self.identity, exc)  # fmt: skip
@@ -219,6 +225,31 @@ class WorkloadIdentity:
                 delay = self.settings.cert_retry_interval
                 continue
             delay = self.next_delay()
+
+    async def _rejoin(self) -> bool:
+        """The CSR service refused our certificate, or presented one our roots do not verify: the
+        control plane was rebuilt with another root (a wipe, a restore without ``--replace-ca``). Start over as at start-up, fetching the
+        roots and getting a first certificate with a join token, when one can be had (a loopback
+        control plane with ``local_trust``, or ``$NOVAMESH_JOIN_TOKEN``/``--token-file`` if still
+        valid). At most once per ``rejoin_interval``; True when a new certificate is installed."""
+        now = self.clock.time()
+        if now - self._rejoined_at < self.settings.rejoin_interval:
+            return False
+        self._rejoined_at = now
+        try:
+            roots = await _fetch_roots(self.settings)
+            token = await _token(self.settings, self.identity) if roots is not None else None
+            if roots is None or token is None:
+                log.error("the control plane no longer accepts %s's certificate (another CA?) and no join token is "
+                          "available: restart the agent with a new token (novamesh token create)", self.identity)  # fmt: skip
+                return False
+            await self.obtain(roots, token)
+        except (NovameshError, grpc.aio.AioRpcError, OSError) as exc:
+            log.error("re-joining the mesh as %s failed: %s", self.identity, exc)
+            return False
+        self.rejoins += 1
+        log.warning("the control plane's CA changed: %s joined again with a new certificate and trust bundle", self.identity)
+        return True
 
     async def _bundle_changed(self) -> bool:
         """Whether the control plane's published trust has moved on from ours: other roots (a
@@ -320,3 +351,11 @@ async def start_identity(settings: Settings, workdir: Path, namespace: str, serv
     await wid.obtain(roots, token)
     await sds.start()
     return wid
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the CA and this workload no longer trust each other (not: unreachable): the CSR
+    service refused our certificate, or its own certificate does not chain to our roots."""
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return False
+    return exc.code() == grpc.StatusCode.UNAUTHENTICATED or "CERTIFICATE_VERIFY_FAILED" in (exc.details() or "")

@@ -51,7 +51,8 @@ def test_everything_dynamic_comes_over_one_ads_stream() -> None:
     options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "connection_keepalive" in options["explicit_http_config"]["http2_protocol_options"]
     dyn = boot["dynamic_resources"]
-    assert dyn["ads_config"]["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
+    backoff = {"retry_back_off": {"base_interval": "0.500s", "max_interval": "5.000s"}}  # reconnect within 5 s
+    assert dyn["ads_config"]["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": backoff}}]
     assert dyn["ads_config"]["set_node_on_first_message_only"] is True
     assert dyn["cds_config"] == dyn["lds_config"] == {"ads": {}, "resource_api_version": "V3"}
     assert [layer["name"] for layer in boot["layered_runtime"]["layers"]] == ["static", "admin"]

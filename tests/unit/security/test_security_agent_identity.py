@@ -267,3 +267,65 @@ async def test_agent_start_errors_say_what_to_check(tmp_path: Path, monkeypatch:
         await start_identity(closed, tmp_path, "default", "web")
     with pytest.raises(NovameshError, match="ca_bundle_file .*junk.pem"):
         await start_identity(Settings(ca_bundle_file=str(tmp_path / "junk.pem")), tmp_path, "default", "web")
+
+
+class _RefusedIdentity(_LocalIdentity):
+    """Renewals are refused (the CA no longer trusts our certificate); first certificates work."""
+
+    tokens: list[str | None] = []
+
+    async def _request(self, roots_pem: bytes, *, token: str | None) -> Certificate:
+        self.tokens.append(token)
+        if token is None:
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAUTHENTICATED, grpc.aio.Metadata(), grpc.aio.Metadata(), "authentication failed")
+        return await super()._request(roots_pem, token=token)
+
+
+async def test_a_refused_certificate_makes_the_agent_join_again(store: SqliteStore, clock: ManualClock,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A control plane rebuilt with another CA refuses renewals: the agent gets a new first
+    certificate with a join token (as at start-up), at most once per rejoin_interval."""
+    import novamesh.agent.identity as identity_mod
+
+    async def roots(settings: Settings) -> bytes:
+        return b"roots"
+
+    async def token(settings: Settings, identity: pki.SpiffeId) -> str:
+        return "nmt_fresh"
+
+    monkeypatch.setattr(identity_mod, "_fetch_roots", roots)
+    monkeypatch.setattr(identity_mod, "_token", token)
+    settings = Settings(cert_ttl=100, cert_renew_jitter=0, cert_retry_interval=3, rejoin_interval=30, trust_bundle_check_interval=0)
+    sds = _FakeSds()
+    wid = _RefusedIdentity(settings, clock, ID, sds, rng=random.Random(3))
+    wid.tokens = []
+    wid.ca = StoreCA(store, clock)
+    await wid.obtain(b"", "nmt_first")
+    task = asyncio.create_task(wid.run())
+    try:
+        await _settle(None, 50)
+        clock.advance(50.01)  # the scheduled renewal: refused -> join again with a new token
+        await _settle(lambda: wid.rejoins >= 1)
+        assert wid.rejoins == 1 and wid.tokens == ["nmt_first", None, "nmt_fresh"] and len(sds.updates) == 2
+        clock.advance(50.01)  # refused again 50 s later: past rejoin_interval, joins again
+        await _settle(lambda: wid.rejoins >= 2)
+        assert wid.rejoins == 2
+        wid.settings = Settings(cert_ttl=100, cert_renew_jitter=0, cert_retry_interval=3, rejoin_interval=1000, trust_bundle_check_interval=0)
+        clock.advance(50.01)  # within rejoin_interval now: no third join, ordinary retries instead
+        await _settle(lambda: wid.failures >= 1)
+        assert wid.rejoins == 2 and wid.failures == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_only_a_broken_trust_counts_as_refused() -> None:
+    from novamesh.agent.identity import _refused
+
+    def err(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+        return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+    assert _refused(err(grpc.StatusCode.UNAUTHENTICATED, "authentication failed"))
+    assert _refused(err(grpc.StatusCode.UNAVAILABLE, "Tls handshake failed: CERTIFICATE_VERIFY_FAILED: unable to get local issuer"))
+    assert not _refused(err(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused"))
+    assert not _refused(OSError("down"))
