@@ -34,13 +34,29 @@ CERT_TTL = 20
 OLD_ROOT_HOLDER = pki.SpiffeId("cluster.local", "default", "old-root-holder")
 
 
+# ratings: one request per upstream connection, so every request through the client sidecar
+# opens a new mTLS connection (a new handshake with whatever certificate is current).
+FRESH_CONNECTIONS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings}
+spec:
+  host: ratings
+  trafficPolicy:
+    connectionPool:
+      http: {maxRequestsPerConnection: 1}
+"""
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     m = LocalMesh(tmp_path_factory.mktemp("identity"), settings={"cert_ttl": CERT_TTL, "cert_renew_jitter": 0.05})
     try:
         m.start_control_plane()
         m.echo("reviews", extra_args=["--service-account", "bookinfo-reviews"])
+        m.echo("ratings")
         m.client("client")
+        m.apply(FRESH_CONNECTIONS, "fresh.yaml")
         yield m
     finally:
         m.close()
@@ -170,10 +186,15 @@ def test_workload_gets_its_spiffe_certificate_over_sds(mesh: LocalMesh) -> None:
 
 
 def test_certificate_rotates_under_traffic_without_failures(mesh: LocalMesh) -> None:
-    reviews, client = _by(mesh, "reviews"), _by(mesh, "client")
+    """Certificates rotate twice under continuous load on kept-alive sidecar-to-sidecar
+    connections (reviews) and on a new connection per request (ratings): no request fails."""
+    reviews, ratings, client = _by(mesh, "reviews"), _by(mesh, "ratings"), _by(mesh, "client")
     first = _leaf_and_roots(reviews)[0][0].serial_number
-    with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=20) as traffic:
+    handshakes = _inbound_ssl_stat(ratings, 9080, "handshake")
+    with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=20) as traffic, \
+            Traffic("http://ratings:9080/", proxy=client.proxy_url, rate=10) as fresh:  # fmt: skip
         traffic.wait_for(lambda t: t.count >= 20, timeout=20)
+        fresh.wait_for(lambda t: t.count >= 10, timeout=20)
         seen = {first}
 
         def rotated_twice() -> bool:
@@ -181,9 +202,12 @@ def test_certificate_rotates_under_traffic_without_failures(mesh: LocalMesh) -> 
             return len(seen) >= 3
 
         poll(rotated_twice, CERT_TTL * 3, "two certificate rotations", interval=0.5)
-        mark = traffic.count
+        mark, fresh_mark = traffic.count, fresh.count
         traffic.wait_for(lambda t: t.count >= mark + 20, timeout=20)
-    assert traffic.failures() == []
+        fresh.wait_for(lambda t: t.count >= fresh_mark + 10, timeout=20)
+    assert traffic.failures() == [] and fresh.failures() == []
+    # ratings saw a TLS handshake per request: the new connections used the rotated certificates.
+    assert _inbound_ssl_stat(ratings, 9080, "handshake") - handshakes >= fresh.count
     log = reviews.log()
     assert "envoy rejected secrets" not in log and "renewal" not in log  # every renewal succeeded, Envoy took it
     assert log.count("envoy started") == 1  # SDS pushes, no Envoy restart
