@@ -39,10 +39,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _w(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _policies(mesh: LocalMesh) -> list[dict[str, Any]]:
     return list(mesh.api.get("/api/v1/resources", kind="AuthorizationPolicy"))
 
@@ -51,7 +47,7 @@ def _active_listeners(w: WorkloadProcess) -> str:
     """The listeners Envoy serves with now (not those still warming or draining), as JSON text."""
     dump = httpx.get(f"{w.admin_url}/config_dump", params={"resource": "dynamic_listeners"}, timeout=5, trust_env=False).json()
     configs = dump.get("configs", [])
-    if any("warming_state" in c or "draining_state" in c for c in configs) or _stat(w, "listener_manager.total_filter_chains_draining"):
+    if any("warming_state" in c or "draining_state" in c for c in configs) or w.counter("listener_manager.total_filter_chains_draining"):
         return "<changing>"  # old connections keep the old filters until their listener drained
     return json.dumps([c["active_state"] for c in configs if "active_state" in c])
 
@@ -67,7 +63,7 @@ def _apply(mesh: LocalMesh, yaml_text: str, live: set[str], *, rbac: bool = True
     """Apply policies and wait until the backend's Envoy has RBAC filters naming exactly ``live``
     (policies without rules name nothing: they are covered by the ``<rbac>`` marker)."""
     mesh.apply(yaml_text)
-    backend = _w(mesh, "backend")
+    backend = mesh.workload("backend")
     want = live | ({"<rbac>"} if rbac else set())
     poll(lambda: _live_policy_names(backend) == want, 20, f"policies {sorted(live)} live on the backend")
 
@@ -78,7 +74,7 @@ def _no_policies(mesh: LocalMesh) -> Iterator[None]:
     for p in _policies(mesh):
         md = p["metadata"]
         mesh.api.request("DELETE", f"/api/v1/resources/AuthorizationPolicy/{md['namespace']}/{md['name']}")
-    backend = _w(mesh, "backend")
+    backend = mesh.workload("backend")
     poll(lambda: not _live_policy_names(backend), 20, "no RBAC filter on the backend")
     yield
 
@@ -87,21 +83,12 @@ def _get(caller: WorkloadProcess, path: str = "/", method: str = "GET", **kw: An
     return httpx.request(method, f"{URL}{path}", proxy=caller.proxy_url, timeout=10, trust_env=False, **kw)
 
 
-def _stat(w: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{w.admin_url}/stats", params={"filter": f"^{re.escape(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
 def _denied(r: httpx.Response) -> bool:
     return r.status_code == 403 and r.text == "RBAC: access denied"
 
 
 def test_caller_not_listed_gets_403_and_never_reaches_the_app(mesh: LocalMesh) -> None:
-    client, backend = _w(mesh, "client"), _w(mesh, "backend")
+    client, backend = mesh.workload("client"), mesh.workload("backend")
     assert _get(client).status_code == 200
     _apply(mesh, """
 apiVersion: security.istio.io/v1
@@ -112,10 +99,10 @@ spec:
   rules:
   - from: [{source: {ipBlocks: [10.0.0.0/8]}}]
 """, {"only-ten"})
-    before = _stat(backend, INBOUND_RQ)
+    before = backend.counter(INBOUND_RQ)
     for _ in range(5):
         assert _denied(_get(client))
-    assert _stat(backend, INBOUND_RQ) == before  # the app saw none of them
+    assert backend.counter(INBOUND_RQ) == before  # the app saw none of them
     # the same policy listing loopback (where the callers are) lets them through
     _apply(mesh, """
 apiVersion: security.istio.io/v1
@@ -127,11 +114,11 @@ spec:
   - from: [{source: {ipBlocks: [10.0.0.0/8, 127.0.0.0/8]}}]
 """, {"only-ten"})
     poll(lambda: _get(client).status_code == 200, 20, "loopback callers allowed")
-    assert _stat(backend, INBOUND_RQ) > before
+    assert backend.counter(INBOUND_RQ) > before
 
 
 def test_deny_beats_allow(mesh: LocalMesh) -> None:
-    client = _w(mesh, "client")
+    client = mesh.workload("client")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -154,7 +141,7 @@ spec:
 
 
 def test_empty_rules_deny_all_for_allow_and_nothing_for_deny(mesh: LocalMesh) -> None:
-    client = _w(mesh, "client")
+    client = mesh.workload("client")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -179,7 +166,7 @@ spec: {rules: [{}]}
 
 
 def test_method_and_path_conditions_decide(mesh: LocalMesh) -> None:
-    client = _w(mesh, "client")
+    client = mesh.workload("client")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -197,7 +184,7 @@ spec:
 
 
 def test_header_condition_decides(mesh: LocalMesh) -> None:
-    client = _w(mesh, "client")
+    client = mesh.workload("client")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -214,7 +201,7 @@ spec:
 
 
 def test_host_matches_case_insensitively_with_or_without_port(mesh: LocalMesh) -> None:
-    backend = _w(mesh, "backend")
+    backend = mesh.workload("backend")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -233,12 +220,12 @@ spec:
 
 def _mesh_mtls(mesh: LocalMesh) -> bool:
     """Whether sidecars talk mTLS here (the backend then sees the caller's SPIFFE id)."""
-    r = _get(_w(mesh, "client"))
+    r = _get(mesh.workload("client"))
     return r.status_code == 200 and bool(r.json().get("caller", {}).get("principal"))
 
 
 def test_namespace_and_principal_conditions_decide(mesh: LocalMesh) -> None:
-    client, outsider = _w(mesh, "client"), _w(mesh, "outsider")
+    client, outsider = mesh.workload("client"), mesh.workload("outsider")
     if not _mesh_mtls(mesh):
         pytest.skip("mesh mTLS is not active: principals and namespaces need the peer certificate")
     _apply(mesh, """

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -53,18 +52,6 @@ spec:
 """
 
 
-def _gateway(mesh: LocalMesh, name: str, *args: str) -> WorkloadProcess:
-    """Start `novamesh gateway` in istio-system and wait until it is registered and ready."""
-    cmd = [sys.executable, "-m", "novamesh", "gateway", "--name", name, "--namespace", "istio-system", *args]
-    log_path = mesh.root / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=mesh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wp = WorkloadProcess(name, "", "istio-system", proc, log_path, mesh)
-    mesh.workloads.append(wp)  # mesh.close() stops it
-    mesh.wait_ready(wp)
-    return wp
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
     m = LocalMesh(tmp_path_factory.mktemp("mesh"), settings={"lease_ttl": 4, "heartbeat_interval": 1})
@@ -74,24 +61,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.client("payments", extra_args=["--service-account", "payments"])
         m.client("web", extra_args=["--service-account", "web"])
         m.echo("frontend")
-        _gateway(m, "istio-ingressgateway", "--label", "istio=ingressgateway")
+        m.gateway("istio-ingressgateway", "--label", "istio=ingressgateway")
         m.apply(SHOP)
         yield m
     finally:
         m.close()
-
-
-def _w(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
-def _stat(w: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{w.admin_url}/stats", params={"filter": f"^{re.escape(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
 
 
 def _live(w: WorkloadProcess) -> tuple[frozenset[str], frozenset[str]] | None:
@@ -99,7 +73,7 @@ def _live(w: WorkloadProcess) -> tuple[frozenset[str], frozenset[str]] | None:
     listener is warming or draining (old connections keep the old filters until it drained)."""
     dump = httpx.get(f"{w.admin_url}/config_dump", params={"resource": "dynamic_listeners"}, timeout=5, trust_env=False).json()
     configs = dump.get("configs", [])
-    if any("warming_state" in c or "draining_state" in c for c in configs) or _stat(w, "listener_manager.total_filter_chains_draining"):
+    if any("warming_state" in c or "draining_state" in c for c in configs) or w.counter("listener_manager.total_filter_chains_draining"):
         return None
     text = json.dumps([c["active_state"] for c in configs if "active_state" in c])
     filters = set(re.findall(r'"(envoy\.filters\.(?:network|http)\.rbac\.[a-z]+)"', text))
@@ -119,7 +93,7 @@ def _no_policies(mesh: LocalMesh) -> Iterator[None]:
         md = p["metadata"]
         mesh.api.request("DELETE", f"/api/v1/resources/AuthorizationPolicy/{md['namespace']}/{md['name']}")
     for service in ("db", "istio-ingressgateway"):
-        w = _w(mesh, service)
+        w = mesh.workload(service)
         poll(lambda: _live(w) == (frozenset(), frozenset()), 20, f"no RBAC filter on {service}")
     yield
 
@@ -143,13 +117,13 @@ def _exchange(caller: WorkloadProcess, payload: bytes = b"ping") -> str | None:
 
 def _reachable(mesh: LocalMesh) -> None:
     for name in ("payments", "web"):
-        caller = _w(mesh, name)
+        caller = mesh.workload(name)
         poll(lambda: _exchange(caller) == "db:ping", 30, f"{name} reaches db over TCP")
 
 
 def test_tcp_allow_by_principal(mesh: LocalMesh) -> None:
     _reachable(mesh)
-    db, payments, web = _w(mesh, "db"), _w(mesh, "payments"), _w(mesh, "web")
+    db, payments, web = mesh.workload("db"), mesh.workload("payments"), mesh.workload("web")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -161,17 +135,17 @@ spec:
     to: [{operation: {ports: ["3307"]}}]
 """, db, {"db-clients"}, {"envoy.filters.network.rbac.allow"})
     assert _exchange(payments, b"SELECT 1") == "db:SELECT 1"  # the listed caller exchanges bytes
-    sent, denied = _stat(db, TO_APP_BYTES), _stat(db, ALLOW_DENIED)
+    sent, denied = db.counter(TO_APP_BYTES), db.counter(ALLOW_DENIED)
     for _ in range(3):
         assert _exchange(web, b"DROP TABLE") is None  # the unlisted caller's connection is closed
-    assert _stat(db, ALLOW_DENIED) == denied + 3
-    assert _stat(db, TO_APP_BYTES) == sent  # none of its bytes reached the app
+    assert db.counter(ALLOW_DENIED) == denied + 3
+    assert db.counter(TO_APP_BYTES) == sent  # none of its bytes reached the app
     assert _exchange(payments) == "db:ping"
 
 
 def test_tcp_deny_by_port(mesh: LocalMesh) -> None:
     _reachable(mesh)
-    db, payments = _w(mesh, "db"), _w(mesh, "payments")
+    db, payments = mesh.workload("db"), mesh.workload("payments")
     policy = """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -186,9 +160,9 @@ spec:
     assert _exchange(payments) == "db:ping"  # another port: not denied
     _apply(mesh, policy.replace("PORT", "3307"), db, {"no-db-port"}, {"envoy.filters.network.rbac.deny"})
     poll(lambda: _exchange(payments) is None, 20, "port 3307 denied")  # same policy name: wait for the new port
-    sent = _stat(db, TO_APP_BYTES)
-    assert _exchange(_w(mesh, "web")) is None
-    assert _stat(db, TO_APP_BYTES) == sent
+    sent = db.counter(TO_APP_BYTES)
+    assert _exchange(mesh.workload("web")) is None
+    assert db.counter(TO_APP_BYTES) == sent
 
 
 def test_http_only_fields_on_tcp(mesh: LocalMesh) -> None:
@@ -196,7 +170,7 @@ def test_http_only_fields_on_tcp(mesh: LocalMesh) -> None:
     connection is refused, though its port matches); in a DENY rule only the HTTP-only field is
     dropped (``methods: [GET]`` alone then denies every TCP connection)."""
     _reachable(mesh)
-    db, payments = _w(mesh, "db"), _w(mesh, "payments")
+    db, payments = mesh.workload("db"), mesh.workload("payments")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -206,9 +180,9 @@ spec:
   rules:
   - to: [{operation: {methods: [GET], ports: ["3307"]}}]
 """, db, set(), {"envoy.filters.network.rbac.allow"})  # the TCP ALLOW filter has no policy left
-    sent = _stat(db, TO_APP_BYTES)
+    sent = db.counter(TO_APP_BYTES)
     assert _exchange(payments) is None
-    assert _stat(db, TO_APP_BYTES) == sent
+    assert db.counter(TO_APP_BYTES) == sent
     mesh.api.request("DELETE", "/api/v1/resources/AuthorizationPolicy/default/get-only")
     _apply(mesh, """
 apiVersion: security.istio.io/v1
@@ -230,7 +204,7 @@ spec:
   - to: [{operation: {methods: [GET]}}]
 """, db, {"allow-all", "deny-get"}, {"envoy.filters.network.rbac.allow", "envoy.filters.network.rbac.deny"})
     assert _exchange(payments) is None
-    assert _exchange(_w(mesh, "web")) is None
+    assert _exchange(mesh.workload("web")) is None
 
 
 def _edge(gw: WorkloadProcess, path: str, **headers: str) -> httpx.Response:
@@ -242,7 +216,7 @@ def _denied(r: httpx.Response) -> bool:
 
 
 def test_gateway_deny_by_path_and_allow_by_ip_blocks(mesh: LocalMesh) -> None:
-    gw = _w(mesh, "istio-ingressgateway")
+    gw = mesh.workload("istio-ingressgateway")
     poll(lambda: _edge(gw, "/").status_code == 200, 30, "the gateway routes shop.example.com")
     gw_filters = {"envoy.filters.http.rbac.deny"}
     _apply(mesh, """

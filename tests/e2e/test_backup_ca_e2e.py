@@ -48,10 +48,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _by(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _leaf_chain(wp: WorkloadProcess) -> list[x509.Certificate] | None:
     """The certificate chain ``wp``'s Envoy serves right now (from /config_dump), if any."""
     dump = httpx.get(f"{wp.admin_url}/config_dump", params={"resource": "dynamic_active_secrets"}, timeout=5, trust_env=False).json()
@@ -70,7 +66,7 @@ def _fps(certs: list[x509.Certificate]) -> list[str]:
 
 
 def test_restore_brings_back_the_root_and_workloads_keep_their_trust_and_renew(mesh: LocalMesh, tmp_path: Path) -> None:
-    reviews, client = _by(mesh, "reviews"), _by(mesh, "client")
+    reviews, client = mesh.workload("reviews"), mesh.workload("client")
     (tmp_path / "config.yaml").write_text(CONFIG)
     (tmp_path / "pw").write_text("correct horse battery\n")
     pw = ["--passphrase-file", str(tmp_path / "pw")]

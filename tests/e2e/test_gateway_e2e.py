@@ -75,18 +75,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 # -- mesh --------------------------------------------------------------------------------------
-def _gateway(mesh: LocalMesh, name: str, *args: str) -> WorkloadProcess:
-    """Start `novamesh gateway` in istio-system and wait until it is registered and ready."""
-    cmd = [sys.executable, "-m", "novamesh", "gateway", "--name", name, "--namespace", "istio-system", *args]
-    log_path = mesh.root / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=mesh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wp = WorkloadProcess(name, "", "istio-system", proc, log_path, mesh)
-    mesh.workloads.append(wp)  # mesh.close() stops it
-    mesh.wait_ready(wp)
-    return wp
-
-
 @pytest.fixture(scope="module")
 def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """An echo server outside the mesh on 127.0.0.1: the 'external service'."""
@@ -112,8 +100,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.echo("frontend")
         m.echo("reviews")
         m.client("client")
-        _gateway(m, "istio-ingressgateway", "--label", "istio=ingressgateway")
-        _gateway(m, "istio-egressgateway", "--label", "istio=egressgateway", "--port", "8090")
+        m.gateway("istio-ingressgateway", "--label", "istio=ingressgateway")
+        m.gateway("istio-egressgateway", "--label", "istio=egressgateway", "--port", "8090")
         yield m
     finally:
         m.close()
@@ -230,20 +218,11 @@ def test_mutual_tls_requires_a_client_certificate(ingress: WorkloadProcess, cert
         _tls(ingress, certs, "/reviews", "partner.example.com")
 
 
-def _stat(gw: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{gw.admin_url}/stats", params={"filter": f"^{name}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
 def test_header_with_underscore_is_rejected_at_the_edge(ingress: WorkloadProcess) -> None:
-    before = _stat(ingress, "http.gateway_8080.downstream_rq_4xx")
+    before = ingress.counter("http.gateway_8080.downstream_rq_4xx")
     resp = _plain(ingress, "/", "shop.example.com", headers={"x_user": "admin"})
     assert resp.status_code == 400
-    assert _stat(ingress, "http.gateway_8080.downstream_rq_4xx") == before + 1
+    assert ingress.counter("http.gateway_8080.downstream_rq_4xx") == before + 1
     assert _plain(ingress, "/", "shop.example.com", headers={"x-user": "admin"}).status_code == 200
 
 
@@ -293,7 +272,7 @@ spec:
     assert body["service"] == "external" and body["path"] == "/orders"
     # The external server saw the egress gateway's address, and the gateway counted the request.
     assert body["caller"]["address"] == egress.address != client.address
-    before = _stat(egress, cluster)
+    before = egress.counter(cluster)
     assert before >= 1
     httpx.get("http://external.example.com/again", proxy=client.proxy_url, timeout=5, trust_env=False).raise_for_status()
-    assert _stat(egress, cluster) == before + 1
+    assert egress.counter(cluster) == before + 1

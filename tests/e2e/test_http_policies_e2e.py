@@ -10,7 +10,6 @@ Envoy's admin ``/stats``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,16 +89,6 @@ def _send(client: WorkloadProcess, path: str, method: str = "GET", **kw: Any) ->
     return httpx.request(method, f"{URL}{path}", proxy=client.proxy_url, timeout=10, trust_env=False, **kw)
 
 
-def _stat(client: WorkloadProcess, name: str) -> int:
-    """One counter of the client's Envoy (0 while it does not exist yet)."""
-    text = httpx.get(f"{client.admin_url}/stats", params={"filter": f"^{re.escape(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
 def _apply(mesh: LocalMesh, client: WorkloadProcess, tag: str, http: str) -> None:
     """Apply a VirtualService for flaky with the given ``http`` routes (YAML list items,
     indented by two spaces) and wait until the client's Envoy serves it."""
@@ -133,14 +122,14 @@ def test_retries_hide_a_backend_failing_30_percent(mesh: LocalMesh, client: Work
   - route: [{destination: {host: flaky, subset: v1}}]
     retries: {attempts: 5, retryOn: 5xx}
 """)
-    retries_before = _stat(client, f"cluster.{V1}.upstream_rq_retry")
+    retries_before = client.counter(f"cluster.{V1}.upstream_rq_retry")
     # A request fails only if all 6 tries fail: 0.3^6 = 0.00073, so over 300 requests the
     # failures are Binomial(300, 0.00073), mean 0.22; 3 failures (99% success) or fewer has
     # probability > 0.9999. Concurrency 2 stays under Envoy's default of 3 concurrent retries.
     res = run_load(f"{URL}/", count=300, concurrency=2, proxy=client.proxy_url, headers=flaky)
     assert res.total == 300 and res.failed <= 3, res.summary()
     # About 0.3 * 300 / 0.7 = 129 retries expected; at least one is certain.
-    assert _stat(client, f"cluster.{V1}.upstream_rq_retry") - retries_before >= 30
+    assert client.counter(f"cluster.{V1}.upstream_rq_retry") - retries_before >= 30
 
 
 def test_attempts_are_capped(mesh: LocalMesh, client: WorkloadProcess, versions: dict[str, WorkloadProcess]) -> None:
@@ -173,10 +162,10 @@ def test_route_timeout_answers_504(mesh: LocalMesh, client: WorkloadProcess) -> 
   - route: [{destination: {host: flaky, subset: v1}}]
     timeout: 0.5s
 """)
-    before = _stat(client, f"cluster.{V1}.upstream_rq_timeout")
+    before = client.counter(f"cluster.{V1}.upstream_rq_timeout")
     r = _send(client, "/", headers={"x-echo-delay": "3"})
     assert r.status_code == 504 and "upstream request timeout" in r.text
-    assert _stat(client, f"cluster.{V1}.upstream_rq_timeout") == before + 1  # the UT response flag
+    assert client.counter(f"cluster.{V1}.upstream_rq_timeout") == before + 1  # the UT response flag
     assert _send(client, "/").status_code == 200  # a fast request is unaffected
 
 
@@ -187,15 +176,15 @@ def test_per_try_timeout_retries_on_another_host(mesh: LocalMesh, client: Worklo
     retries: {attempts: 2, perTryTimeout: 0.3s, retryOn: 5xx}
 """)
     _echo(versions["v1"], "POST", "/_echo/config", {"delay": 3})  # v1 hangs, v2 is fast
-    per_try_before = _stat(client, f"cluster.{ANY}.upstream_rq_per_try_timeout")
-    retry_before = _stat(client, f"cluster.{ANY}.upstream_rq_retry")
+    per_try_before = client.counter(f"cluster.{ANY}.upstream_rq_per_try_timeout")
+    retry_before = client.counter(f"cluster.{ANY}.upstream_rq_retry")
     answers = [_send(client, "/") for _ in range(10)]
     assert [(r.status_code, r.headers.get("x-echo-service")) for r in answers] == [(200, "flaky/v2")] * 10
     # Round robin sends about half of the first tries to v1; each of those times out after
     # 0.3s and is retried on the other host (previous-hosts predicate), which answers.
-    timed_out = _stat(client, f"cluster.{ANY}.upstream_rq_per_try_timeout") - per_try_before
+    timed_out = client.counter(f"cluster.{ANY}.upstream_rq_per_try_timeout") - per_try_before
     assert timed_out >= 1
-    assert _stat(client, f"cluster.{ANY}.upstream_rq_retry") - retry_before == timed_out
+    assert client.counter(f"cluster.{ANY}.upstream_rq_retry") - retry_before == timed_out
 
 
 def test_per_try_timeout_with_default_retry_on_is_accepted_with_a_warning_and_not_retried(
@@ -215,12 +204,12 @@ def test_per_try_timeout_with_default_retry_on_is_accepted_with_a_warning_and_no
     assert "Warning [NM0004]" in dry.stdout and "gateway-error" in dry.stdout, dry.stdout
     _apply(mesh, client, "per-try-default", http)
     _echo(versions["v1"], "POST", "/_echo/config", {"delay": 3})
-    per_try_before = _stat(client, f"cluster.{V1}.upstream_rq_per_try_timeout")
-    retry_before = _stat(client, f"cluster.{V1}.upstream_rq_retry")
+    per_try_before = client.counter(f"cluster.{V1}.upstream_rq_per_try_timeout")
+    retry_before = client.counter(f"cluster.{V1}.upstream_rq_retry")
     r = _send(client, "/")
     assert r.status_code == 504 and "upstream request timeout" in r.text
-    assert _stat(client, f"cluster.{V1}.upstream_rq_per_try_timeout") == per_try_before + 1
-    assert _stat(client, f"cluster.{V1}.upstream_rq_retry") == retry_before  # never retried
+    assert client.counter(f"cluster.{V1}.upstream_rq_per_try_timeout") == per_try_before + 1
+    assert client.counter(f"cluster.{V1}.upstream_rq_retry") == retry_before  # never retried
 
 
 # --- fault injection -------------------------------------------------------------------------
@@ -233,16 +222,16 @@ def test_fault_delay_and_abort_at_the_configured_percentage(mesh: LocalMesh, cli
       delay: {fixedDelay: 10ms, percentage: {value: 20}}
       abort: {httpStatus: 418, percentage: {value: 30}}
 """)
-    delays = _stat(client, "http.outbound_http.fault.delays_injected")
-    aborts = _stat(client, "http.outbound_http.fault.aborts_injected")
+    delays = client.counter("http.outbound_http.fault.delays_injected")
+    aborts = client.counter("http.outbound_http.fault.aborts_injected")
     n = 300
     res = run_load(f"{URL}/", count=n, concurrency=4, proxy=client.proxy_url)
     assert set(res.statuses) <= {200, 418}, res.summary()
     # Aborts: Binomial(300, 0.3), mean 90, sd 7.9; delays: Binomial(300, 0.2), mean 60, sd 6.9.
     # Bands of 4.5 sd keep a false failure below 1e-5 each.
     assert 90 - 36 <= res.statuses[418] <= 90 + 36, res.summary()
-    assert _stat(client, "http.outbound_http.fault.aborts_injected") - aborts == res.statuses[418]
-    assert 60 - 31 <= _stat(client, "http.outbound_http.fault.delays_injected") - delays <= 60 + 31
+    assert client.counter("http.outbound_http.fault.aborts_injected") - aborts == res.statuses[418]
+    assert 60 - 31 <= client.counter("http.outbound_http.fault.delays_injected") - delays <= 60 + 31
     assert res.versions["flaky/v1"] == res.statuses[200]  # only the others reached the backend
 
 
@@ -272,13 +261,13 @@ def test_mirrors_with_percentage(mesh: LocalMesh, client: WorkloadProcess, versi
       percentage: {value: 50}
 """)
     v2_cluster = f"outbound|9080|v2|{FQDN}"
-    sent_before = _stat(client, f"cluster.{v2_cluster}.upstream_rq_total")
+    sent_before = client.counter(f"cluster.{v2_cluster}.upstream_rq_total")
     for w in versions.values():
         _echo(w, "POST", "/_echo/stats/reset")
     res = run_load(f"{URL}/", count=200, concurrency=2, proxy=client.proxy_url)
     assert res.versions == {"flaky/v1": 200}, res.summary()
     # Every copy the client's Envoy sent must arrive; then count them.
-    poll(lambda: _requests_seen(versions["v2"]) == _stat(client, f"cluster.{v2_cluster}.upstream_rq_total") - sent_before,
+    poll(lambda: _requests_seen(versions["v2"]) == client.counter(f"cluster.{v2_cluster}.upstream_rq_total") - sent_before,
          10, "mirrored copies delivered")
     # Binomial(200, 0.5): mean 100, sd 7.1; 100 +- 32 is 4.5 sd either side.
     assert 100 - 32 <= _requests_seen(versions["v2"]) <= 100 + 32

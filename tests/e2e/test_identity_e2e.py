@@ -62,10 +62,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _by(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _secrets(wp: WorkloadProcess) -> dict[str, dict[str, Any]]:
     """The dynamic active secrets of ``wp``'s Envoy, by name (from /config_dump)."""
     dump = httpx.get(f"{wp.admin_url}/config_dump", params={"resource": "dynamic_active_secrets"}, timeout=5, trust_env=False).json()
@@ -118,10 +114,9 @@ def _mint_from_signing_root(mesh: LocalMesh, identity: pki.SpiffeId, ttl: float)
 def _inbound_ssl_stat(wp: WorkloadProcess, port: int, name: str) -> int:
     """Envoy counter ``listener.<address>_<port>.ssl.<name>`` of ``wp``'s inbound listener."""
     regex = rf"^listener\.{re.escape(wp.address)}_{port}\.ssl\.{name}$"
-    stats = httpx.get(f"{wp.admin_url}/stats", params={"filter": regex, "format": "json"}, timeout=5, trust_env=False).json()
-    values = [int(s.get("value", 0)) for s in stats.get("stats", [])]
-    assert len(values) == 1, f"no single counter matches {regex}: {stats}"
-    return values[0]
+    found = wp.counters(regex)
+    assert len(found) == 1, f"no single counter matches {regex}: {found}"
+    return next(iter(found.values()))
 
 
 def _mesh_mtls_get(wp: WorkloadProcess, port: int, server_id: pki.SpiffeId, cred: _Credential, roots_pem: bytes,
@@ -171,7 +166,7 @@ def _renewal_refusal(mesh: LocalMesh, cred: _Credential) -> grpc.StatusCode | No
 
 
 def test_workload_gets_its_spiffe_certificate_over_sds(mesh: LocalMesh) -> None:
-    reviews = _by(mesh, "reviews")
+    reviews = mesh.workload("reviews")
     chain, roots = poll(lambda: _leaf_and_roots(reviews) if "default" in _secrets(reviews) else None, 20, "secrets in envoy")
     assert pki.spiffe_of(chain[0]).uri == "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
     assert [pki.fingerprint(r) for r in roots] == [pki.fingerprint(r) for r in _ca_roots(mesh)]
@@ -188,7 +183,7 @@ def test_workload_gets_its_spiffe_certificate_over_sds(mesh: LocalMesh) -> None:
 def test_certificate_rotates_under_traffic_without_failures(mesh: LocalMesh) -> None:
     """Certificates rotate twice under continuous load on kept-alive sidecar-to-sidecar
     connections (reviews) and on a new connection per request (ratings): no request fails."""
-    reviews, ratings, client = _by(mesh, "reviews"), _by(mesh, "ratings"), _by(mesh, "client")
+    reviews, ratings, client = mesh.workload("reviews"), mesh.workload("ratings"), mesh.workload("client")
     first = _leaf_and_roots(reviews)[0][0].serial_number
     handshakes = _inbound_ssl_stat(ratings, 9080, "handshake")
     with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=20) as traffic, \
@@ -216,7 +211,7 @@ def test_certificate_rotates_under_traffic_without_failures(mesh: LocalMesh) -> 
 def test_root_rotation_a_to_ab_to_b_under_traffic(mesh: LocalMesh, tmp_path: Path) -> None:
     """A -> A+B -> B under continuous load: no request fails, and once the rotation is over a
     credential of A, accepted until --finish, is refused by the sidecars and the CSR service."""
-    workloads = [_by(mesh, "reviews"), _by(mesh, "client")]
+    workloads = [mesh.workload("reviews"), mesh.workload("client")]
     reviews, reviews_id = workloads[0], pki.SpiffeId("cluster.local", "default", "bookinfo-reviews")
     old = pki.fingerprint(_ca_roots(mesh)[0])
 

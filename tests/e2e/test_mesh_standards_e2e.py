@@ -12,7 +12,6 @@ Envoy's config, never by sleeping.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,15 +102,6 @@ def _route_timeout(client: WorkloadProcess) -> float | None:
     return None
 
 
-def _stat(client: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{client.admin_url}/stats", params={"filter": f"^{re.escape(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
 def _send(client: WorkloadProcess, delay: float) -> httpx.Response:
     return httpx.get(f"{URL}/", headers={"x-echo-delay": str(delay)}, proxy=client.proxy_url, timeout=15, trust_env=False)
 
@@ -120,10 +110,10 @@ def test_mesh_default_timeout_applies_and_the_services_virtual_service_overrides
     mesh: LocalMesh, client: WorkloadProcess
 ) -> None:
     poll(lambda: _route_timeout(client) == 0.5, 20, "mesh default timeout 0.5s on slow's default route")
-    before = _stat(client, f"cluster.{CLUSTER}.upstream_rq_timeout")
+    before = client.counter(f"cluster.{CLUSTER}.upstream_rq_timeout")
     r = _send(client, 2)
     assert r.status_code == 504 and "upstream request timeout" in r.text
-    assert _stat(client, f"cluster.{CLUSTER}.upstream_rq_timeout") == before + 1  # response flag UT
+    assert client.counter(f"cluster.{CLUSTER}.upstream_rq_timeout") == before + 1  # response flag UT
     assert _send(client, 0).status_code == 200  # a fast request is unaffected
 
     mesh.apply("""
@@ -139,7 +129,7 @@ spec:
     poll(lambda: _route_timeout(client) == 10.0, 20, "the VirtualService's 10s timeout live on the client")
     r = _send(client, 1)
     assert r.status_code == 200 and r.headers.get("x-echo-service", "").startswith("slow")
-    assert _stat(client, f"cluster.{CLUSTER}.upstream_rq_timeout") == before + 1  # no new timeout
+    assert client.counter(f"cluster.{CLUSTER}.upstream_rq_timeout") == before + 1  # no new timeout
 
 
 def test_mesh_pool_and_outlier_defaults_reach_envoy_and_a_destination_rule_overrides_them(

@@ -85,7 +85,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.run("front", ports=[9080], command=[sys.executable, "-m", "novamesh.testing.echo", "--call", "http://back:9080/"])
         m.run("tcpecho", ports=["3307/tcp"], command=[sys.executable, *TCP_SERVER])
         m.client("client")
-        _gateway(m)
+        m.gateway(GATEWAY, "--label", "istio=ingressgateway")
         m.apply(FAULT_VS + "---" + GATEWAY_CONFIG)
         m.wait_synced()
         yield m
@@ -93,26 +93,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _gateway(mesh: LocalMesh) -> WorkloadProcess:
-    """Start `novamesh gateway` (istio=ingressgateway) and wait until it is ready."""
-    cmd = [sys.executable, "-m", "novamesh", "gateway", "--name", GATEWAY, "--namespace", "istio-system",
-           "--label", "istio=ingressgateway"]
-    log_path = mesh.root / f"{GATEWAY}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=mesh.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    wp = WorkloadProcess(GATEWAY, "", "istio-system", proc, log_path, mesh)
-    mesh.workloads.append(wp)  # mesh.close() stops it
-    mesh.wait_ready(wp)
-    return wp
-
-
-def _wl(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _send(mesh: LocalMesh, ok: int, failed: int, aborted: int, delay: float = 0.0) -> list[httpx.Response]:
     out = []
-    with httpx.Client(proxy=_wl(mesh, "client").proxy_url, trust_env=False, timeout=10) as c:
+    with httpx.Client(proxy=mesh.workload("client").proxy_url, trust_env=False, timeout=10) as c:
         for _ in range(ok):
             out.append(c.get("http://front:9080/ok", headers={"x-echo-delay": str(delay)}))
         for _ in range(failed):
@@ -142,9 +125,9 @@ def _requests(text: str, **labels: str) -> float:
 def phase1(mesh: LocalMesh) -> list[httpx.Response]:
     """4 ok, 1 app 500, 1 fault abort; waits until every sidecar reported them."""
     responses = _send(mesh, 4, 1, 1)
-    poll(lambda: _requests(_scrape(_wl(mesh, "back")), reporter="destination") == 5, 20, "back's metrics")
-    poll(lambda: _requests(_scrape(_wl(mesh, "client")), reporter="source") == 6, 20, "client's metrics")
-    poll(lambda: _requests(_scrape(_wl(mesh, "front")), reporter="destination") == 5, 20, "front's metrics")
+    poll(lambda: _requests(_scrape(mesh.workload("back")), reporter="destination") == 5, 20, "back's metrics")
+    poll(lambda: _requests(_scrape(mesh.workload("client")), reporter="source") == 6, 20, "client's metrics")
+    poll(lambda: _requests(_scrape(mesh.workload("front")), reporter="destination") == 5, 20, "front's metrics")
     return responses
 
 
@@ -158,7 +141,7 @@ def test_statuses_seen_by_the_client(phase1: list[httpx.Response]) -> None:
 
 
 def test_each_sidecar_reports_istio_labels(mesh: LocalMesh, phase1: list[httpx.Response]) -> None:
-    client, front, back = (_scrape(_wl(mesh, s)) for s in ("client", "front", "back"))
+    client, front, back = (_scrape(mesh.workload(s)) for s in ("client", "front", "back"))
     src = {"reporter": "source", "source_workload": "client-v1", "source_app": "client", "source_workload_namespace": "default",
            "destination_service": FRONT, "destination_service_name": "front", "destination_service_namespace": "default"}
     assert _requests(client, **src, destination_workload="front-v1", destination_version="v1", response_code="200", response_flags="-") == 4
@@ -188,7 +171,7 @@ def test_each_sidecar_reports_istio_labels(mesh: LocalMesh, phase1: list[httpx.R
 
 
 def test_envoy_stats_stay_available(mesh: LocalMesh) -> None:
-    text = httpx.get(f"http://{_wl(mesh, 'front').address}:15020/stats/envoy", trust_env=False, timeout=5).text
+    text = httpx.get(f"http://{mesh.workload('front').address}:15020/stats/envoy", trust_env=False, timeout=5).text
     assert "envoy_cluster_upstream_rq" in text
 
 
@@ -216,7 +199,7 @@ def _envoy_tcp_connections(w: WorkloadProcess) -> int:
 
 
 def test_tcp_metrics(mesh: LocalMesh) -> None:
-    client, tcpecho = _wl(mesh, "client"), _wl(mesh, "tcpecho")
+    client, tcpecho = mesh.workload("client"), mesh.workload("tcpecho")
     poll(lambda: _tcp_exchange(client.address) == b"tcpecho:ping", 30, "TCP through the client's sidecar")
     closed = "istio_tcp_connections_closed_total"
     # Baseline: every connection Envoy proxied so far (the probes above) is in the metrics.
@@ -262,7 +245,7 @@ def _scrape_when(w: WorkloadProcess, check: Callable[[str], bool], message: str)
 
 
 def test_tcp_source_reporter_counts_opened_while_open(mesh: LocalMesh) -> None:
-    client, tcpecho = _wl(mesh, "client"), _wl(mesh, "tcpecho")
+    client, tcpecho = mesh.workload("client"), mesh.workload("tcpecho")
     poll(lambda: _tcp_exchange(client.address) == b"tcpecho:ping", 30, "TCP through the client's sidecar")
     src = {"reporter": "source", "source_workload": "client-v1", "request_protocol": "tcp",
            "destination_service": "tcpecho.default.svc.cluster.local", "destination_service_name": "tcpecho",
@@ -314,13 +297,13 @@ def test_tcp_source_reporter_counts_opened_while_open(mesh: LocalMesh) -> None:
 
 
 def _via_gateway(mesh: LocalMesh, headers: dict[str, str] | None = None) -> httpx.Response:
-    gw = _wl(mesh, GATEWAY)
+    gw = mesh.workload(GATEWAY)
     return httpx.get(f"http://{gw.address}:8080/shop", headers={"host": "shop.example.com", **(headers or {})},
                      timeout=5, trust_env=False)
 
 
 def test_gateway_reports_as_source_and_identity_cannot_be_forged(mesh: LocalMesh) -> None:
-    gw, back = _wl(mesh, GATEWAY), _wl(mesh, "back")
+    gw, back = mesh.workload(GATEWAY), mesh.workload("back")
     poll(lambda: _via_gateway(mesh).status_code == 200, 30, "the gateway routes shop.example.com to back")
     from_gw = {"reporter": "destination", "source_workload": GATEWAY, "source_workload_namespace": "istio-system"}
     src = {"reporter": "source", "source_workload": GATEWAY, "source_workload_namespace": "istio-system",

@@ -38,10 +38,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _by(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _peer_authn(mesh: LocalMesh, mode: str, app: str = "reviews") -> None:
     doc = f"""apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -56,12 +52,12 @@ spec:
 
 def _meshed(mesh: LocalMesh, host: str = "reviews") -> httpx.Response:
     """A request from the client app through its sidecar."""
-    return httpx.get(f"http://{host}:9080/mtls", proxy=_by(mesh, "client").proxy_url, timeout=5, trust_env=False)
+    return httpx.get(f"http://{host}:9080/mtls", proxy=mesh.workload("client").proxy_url, timeout=5, trust_env=False)
 
 
 def _plain(mesh: LocalMesh, service: str = "reviews") -> httpx.Response:
     """A plain-text request from outside the mesh, straight to the workload's inbound port."""
-    return httpx.get(f"http://{_by(mesh, service).address}:9080/outside", timeout=5, trust_env=False)
+    return httpx.get(f"http://{mesh.workload(service).address}:9080/outside", timeout=5, trust_env=False)
 
 
 def _plain_refused(mesh: LocalMesh) -> bool:
@@ -79,8 +75,7 @@ def _principal(resp: httpx.Response) -> Any:
 
 def _stat(wp: WorkloadProcess, regex: str) -> int:
     """The sum of the Envoy counters of ``wp`` matching ``regex``."""
-    stats = httpx.get(f"{wp.admin_url}/stats", params={"filter": regex, "format": "json"}, timeout=5, trust_env=False).json()
-    return sum(int(s.get("value", 0)) for s in stats.get("stats", []))
+    return sum(wp.counters(regex).values())
 
 
 def _ssl_handshakes(wp: WorkloadProcess, port: int = 9080) -> int:
@@ -94,14 +89,14 @@ def test_strict_refuses_plaintext_and_shows_the_caller(mesh: LocalMesh) -> None:
     resp = poll(lambda: (r := _meshed(mesh)).status_code == 200 and r, 20, "meshed client served under STRICT")
     assert _principal(resp) == CLIENT_ID  # x-forwarded-client-cert set by the server sidecar
     assert resp.json()["service"] == "reviews"
-    assert _ssl_handshakes(_by(mesh, "reviews")) >= 1  # the mesh request arrived over TLS
+    assert _ssl_handshakes(mesh.workload("reviews")) >= 1  # the mesh request arrived over TLS
     # A client cannot forge the identity header: the sidecar replaces it with the verified one.
-    forged = httpx.get("http://reviews:9080/", proxy=_by(mesh, "client").proxy_url, timeout=5, trust_env=False,
+    forged = httpx.get("http://reviews:9080/", proxy=mesh.workload("client").proxy_url, timeout=5, trust_env=False,
                        headers={"x-forwarded-client-cert": "URI=spiffe://cluster.local/ns/default/sa/admin"})  # fmt: skip
     assert _principal(forged) == CLIENT_ID
     # Metrics take the identities from the connection: the server reports mutual_tls.
     def server_metrics() -> str:
-        return httpx.get(f"http://{_by(mesh, 'reviews').address}:15020/stats/prometheus", trust_env=False, timeout=5).text
+        return httpx.get(f"http://{mesh.workload('reviews').address}:15020/stats/prometheus", trust_env=False, timeout=5).text
 
     line = poll(lambda: next((ln for ln in server_metrics().splitlines() if ln.startswith("istio_requests_total{")
                               and 'reporter="destination"' in ln and 'connection_security_policy="mutual_tls"' in ln), None),
@@ -145,7 +140,7 @@ spec:
 """)
     mesh.wait_synced()
     poll(lambda: _plain_refused(mesh), 20, "STRICT in force")
-    reviews, client = _by(mesh, "reviews"), _by(mesh, "client")
+    reviews, client = mesh.workload("reviews"), mesh.workload("client")
     proxy = client.proxy_url
     with Traffic("http://reviews:9080/", proxy=proxy, rate=15) as kept, Traffic("http://ratings:9080/", proxy=proxy, rate=10) as fresh:
         kept.wait_for(lambda t: t.count >= 15, timeout=20)
@@ -162,7 +157,7 @@ spec:
         fresh.wait_for(lambda t: t.count >= mark_f + 10, timeout=20)
     assert kept.failures() == []
     assert fresh.failures() == []
-    assert _ssl_handshakes(_by(mesh, "ratings")) > 20  # new connections really handshook each time
+    assert _ssl_handshakes(mesh.workload("ratings")) > 20  # new connections really handshook each time
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +174,7 @@ def other_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
 
 def test_separate_trust_domains_cannot_call_strict_workloads(mesh: LocalMesh, other_mesh: LocalMesh) -> None:
     _peer_authn(other_mesh, "STRICT", "payments")
-    payments = _by(other_mesh, "payments")
+    payments = other_mesh.workload("payments")
     # Mesh B's own client is served, with its identity in B's trust domain.
     resp = poll(lambda: (r := _meshed(other_mesh, "payments")).status_code == 200 and r, 20, "B's client served")
     assert _principal(resp) == "spiffe://prod.example/ns/default/sa/frontend"
@@ -202,7 +197,7 @@ spec:
     before = _ssl_handshakes(payments)
 
     def call_b() -> httpx.Response:
-        return httpx.get("http://payments.prod.example:9080/", proxy=_by(mesh, "client").proxy_url, timeout=5, trust_env=False)
+        return httpx.get("http://payments.prod.example:9080/", proxy=mesh.workload("client").proxy_url, timeout=5, trust_env=False)
 
     # 404 until A's sidecar knows the host; then 503: the TLS handshake fails (different roots).
     poll(lambda: call_b().status_code == 503, 20, "A's client refused by B's STRICT workload")
@@ -211,7 +206,7 @@ spec:
         assert r.status_code == 503, r.text
     # It is the TLS handshake that fails: A's sidecar cannot verify B's certificate (B's root is
     # not in A's bundle), and no handshake with A's client ever completes at B's STRICT port.
-    assert _stat(_by(mesh, "client"), r"^cluster\.outbound\|9080\|\|payments\.prod\.example\.ssl\.fail_verify_error$") >= 3
+    assert _stat(mesh.workload("client"), r"^cluster\.outbound\|9080\|\|payments\.prod\.example\.ssl\.fail_verify_error$") >= 3
     assert _ssl_handshakes(payments) == before
     assert _principal(_meshed(other_mesh, "payments")) == "spiffe://prod.example/ns/default/sa/frontend"
 
@@ -247,7 +242,7 @@ def test_strict_server_refuses_a_certificate_of_another_trust_domain(
     mesh: LocalMesh, other_mesh: LocalMesh, tmp_path: Path
 ) -> None:
     _peer_authn(other_mesh, "STRICT", "payments")
-    payments = _by(other_mesh, "payments")
+    payments = other_mesh.workload("payments")
     b_roots = "".join(other_mesh.api.get("/api/v1/ca/bundle")["roots"]).encode()
     # B's own certificate: served, and the backend sees B's identity.
     own = _mtls_get(payments.address, _mint(other_mesh, "prod.example", tmp_path, "auditor"), b_roots)

@@ -10,7 +10,6 @@ counter does not move), and what reaches it is the normalized path the policy ev
 from __future__ import annotations
 
 import json
-import re
 import socket
 from collections.abc import Iterator
 
@@ -82,15 +81,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _stat(w: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{w.admin_url}/stats", params={"filter": f"^{re.escape(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
 def _raw(w: WorkloadProcess, path: str, host: str) -> tuple[int, bytes]:
     """Send exactly ``path`` (no client-side normalization) and return (status, body)."""
     with socket.create_connection((w.address, 9080), timeout=10) as s:
@@ -111,9 +101,9 @@ def test_nothing_denied_reaches_the_backend(mesh: LocalMesh, policy: str) -> Non
                                       timeout=5, trust_env=False).text, 20, f"{action} live on the backend")
     failures = []
     for path, host, status, received in CORPUS:
-        before = _stat(backend, INBOUND_RQ)
+        before = backend.counter(INBOUND_RQ)
         got, body = _raw(backend, path, host)
-        reached = _stat(backend, INBOUND_RQ) - before
+        reached = backend.counter(INBOUND_RQ) - before
         if got != status:
             failures.append(f"{path} (Host {host}): status {got}, expected {status}: {body[:120]!r}")
         elif status != 200 and reached:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -38,10 +37,6 @@ def plugged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalMes
         m.close()
 
 
-def _by(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
 def _chain_in_envoy(wp: WorkloadProcess) -> list[x509.Certificate] | None:
     dump = httpx.get(f"{wp.admin_url}/config_dump", params={"resource": "dynamic_active_secrets"}, timeout=5, trust_env=False).json()
     for item in dump.get("configs", []):
@@ -53,7 +48,7 @@ def _chain_in_envoy(wp: WorkloadProcess) -> list[x509.Certificate] | None:
 
 def test_certificates_chain_to_the_given_root_and_mtls_works(plugged: tuple[LocalMesh, x509.Certificate, x509.Certificate]) -> None:
     mesh, root, inter = plugged
-    reviews, client = _by(mesh, "reviews"), _by(mesh, "client")
+    reviews, client = mesh.workload("reviews"), mesh.workload("client")
     chain = poll(lambda: _chain_in_envoy(reviews), 20, "reviews' certificate in Envoy")
     assert chain[1] == inter  # leaf + the plugged-in intermediate
     assert chain[0].issuer == inter.subject

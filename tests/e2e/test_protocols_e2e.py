@@ -149,19 +149,9 @@ def test_grpc_plain_channel_through_the_mesh_balances_per_call(mesh: LocalMesh, 
     assert {r.split(":")[0] for r in replies} == {"greeter/v1", "greeter/v2"}, replies
     assert all(r.endswith(":hi") for r in replies)
     # The calls went CONNECT -> outbound_loop -> the outbound HTTP route -> greeter's cluster.
-    stats = _stats(client, "upstream_rq_total|upstream_cx_total")
+    stats = client.counters("upstream_rq_total|upstream_cx_total")
     assert stats["cluster.outbound_loop.upstream_cx_total"] >= 2  # one tunnel per client process
     assert stats["cluster.outbound|50051||greeter.default.svc.cluster.local.upstream_rq_total"] >= 21
-
-
-def _stats(w: WorkloadProcess, pattern: str) -> dict[str, int]:
-    text = httpx.get(f"{w.admin_url}/stats", params={"filter": pattern}, timeout=5, trust_env=False).text
-    out = {}
-    for line in text.splitlines():
-        name, _, value = line.rpartition(": ")
-        if value.isdigit():
-            out[name] = int(value)
-    return out
 
 
 def _tcp_exchange(address: str, port: int, payload: bytes = b"ping") -> str:
@@ -445,10 +435,10 @@ spec:
     assert 60 - 30 <= plain.get("UNAVAILABLE", 0) <= 60 + 30, plain
     mesh.apply(vs.format(retries="{attempts: 4, retryOn: unavailable}"))
     retry_stat = "cluster.outbound|50061||flakygrpc.default.svc.cluster.local.upstream_rq_retry"
-    before = _stats(client, "upstream_rq_retry").get(retry_stat, 0)
+    before = client.counters("upstream_rq_retry").get(retry_stat, 0)
     poll(lambda: _flaky_calls(client, 20).get("OK") == 20, 30, "retries on UNAVAILABLE in effect")
     # With 4 retries a call fails only if 5 attempts all fail: 0.3**5 = 0.24%; over 200 calls
     # the expected count is 0.5, so more than 3 failures (P < 0.2%) means retries are broken.
     retried = _flaky_calls(client, 200)
     assert retried.get("OK", 0) >= 197, retried
-    assert _stats(client, "upstream_rq_retry").get(retry_stat, 0) > before
+    assert client.counters("upstream_rq_retry").get(retry_stat, 0) > before

@@ -80,20 +80,6 @@ def _echo(mesh: LocalMesh, version: str, method: str, path: str, body: dict[str,
     return r.json()
 
 
-def _stat(client: WorkloadProcess, name: str) -> int:
-    """One counter or gauge of the client sidecar (0 when Envoy has not created it yet)."""
-    text = httpx.get(f"{client.admin_url}/stats", params={"filter": f"^{_re(name)}$"}, timeout=5, trust_env=False).text
-    for line in text.splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
-
-
-def _re(text: str) -> str:
-    return "".join("\\" + ch if ch in ".|[]()*+?^$\\" else ch for ch in text)
-
-
 def _admin(client: WorkloadProcess, path: str) -> str:
     return httpx.get(f"{client.admin_url}/{path}", timeout=5, trust_env=False).text
 
@@ -227,19 +213,19 @@ def test_outlier_detection_ejects_a_failing_endpoint_and_returns_it(mesh: LocalM
     try:
         def ejected() -> bool:
             run_load(URL, count=12, concurrency=2, proxy=client.proxy_url)
-            return _stat(client, active) == 1
+            return client.counter(active) == 1
 
         poll(ejected, 30, "v1 ejected by the client's sidecar")
 
         def batch_while_ejected() -> Counter[str] | None:
             # A batch counts only if v1 stayed ejected through it, with no re-ejection in between
             # (which would need new failures): then every answer must come from v2 or v3.
-            before = _stat(client, enforced)
-            if _stat(client, active) != 1:
+            before = client.counter(enforced)
+            if client.counter(active) != 1:
                 run_load(URL, count=12, concurrency=2, proxy=client.proxy_url)  # let it be ejected again
                 return None
             res = run_load(URL, count=20, concurrency=2, proxy=client.proxy_url)
-            if _stat(client, active) != 1 or _stat(client, enforced) != before:
+            if client.counter(active) != 1 or client.counter(enforced) != before:
                 return None
             assert res.failed == 0 and "backend/v1" not in res.versions, res.summary()
             return res.versions
@@ -249,7 +235,7 @@ def test_outlier_detection_ejects_a_failing_endpoint_and_returns_it(mesh: LocalM
     finally:
         _echo(mesh, "v1", "POST", "/_echo/config", {"fail_fraction": 0, "fail_status": 503})
     # Healthy again: the host returns once its ejection time (2s x times ejected) is over.
-    poll(lambda: _stat(client, active) == 0, 60, "v1 returned after baseEjectionTime")
+    poll(lambda: client.counter(active) == 0, 60, "v1 returned after baseEjectionTime")
     poll(lambda: "backend/v1" in run_load(URL, count=15, proxy=client.proxy_url).versions, 20, "v1 serving again")
 
 
@@ -278,7 +264,7 @@ spec:
         poll(limited, 20, "circuit breaker on the v1 cluster and the route to it")
         _echo(mesh, "v1", "POST", "/_echo/stats/reset")
         overflow = f"cluster.{V1_CLUSTER}.upstream_rq_pending_overflow"
-        before = _stat(client, overflow)
+        before = client.counter(overflow)
         # 16 concurrent requests that each hold the connection for 0.5s: one is served, one may
         # wait as pending, the rest overflow at once.
         res = run_load(URL, count=16, concurrency=16, proxy=client.proxy_url, headers={"x-echo-delay": "0.5"},
@@ -286,7 +272,7 @@ spec:
         assert res.statuses[200] >= 1, res.summary()
         assert res.statuses[503] >= 1, res.summary()
         assert res.statuses[200] + res.statuses[503] == 16, res.summary()
-        assert _stat(client, overflow) - before == res.statuses[503]
+        assert client.counter(overflow) - before == res.statuses[503]
         # The backend never had more requests in flight than maxConnections allows.
         assert _echo(mesh, "v1", "GET", "/_echo/stats")["max_in_flight"] == 1
         # Once the burst is over, requests pass again.
@@ -301,7 +287,7 @@ spec:
             slow[0].start()
             poll(lambda: _echo(mesh, "v1", "GET", "/_echo/stats")["in_flight"] == 1, 10, "the first slow request in flight")
             slow[1].start()
-            poll(lambda: _stat(client, pending) == 1, 10, "the second slow request pending")
+            poll(lambda: client.counter(pending) == 1, 10, "the second slow request pending")
             rejected = httpx.get(URL, proxy=client.proxy_url, timeout=5, trust_env=False)
             for t in slow:
                 t.join()
@@ -409,21 +395,21 @@ def test_tls_simple_verifies_the_server(mesh: LocalMesh, client: WorkloadProcess
         body = _secure_get(client).json()
         assert body["version"] == "tls" and body["path"] == "/hello"
         assert SNI_SEEN[-1] == SECURE_HOST  # SNI defaults to the destination host
-        assert _stat(client, f"{stat}.handshake") >= 1
+        assert client.counter(f"{stat}.handshake") >= 1
 
         # A SAN the server certificate does not have: the handshake is refused.
         _secure(mesh, server.port, f"{{mode: SIMPLE, caCertificates: {pki['ca']}, subjectAltNames: [other.example]}}")
         poll(lambda: "other.example" in str(_tls_context(client)), 20, "SAN change in Envoy")
-        before = _stat(client, f"{stat}.fail_verify_san")
+        before = client.counter(f"{stat}.fail_verify_san")
         assert _secure_get(client).status_code == 503
-        assert _stat(client, f"{stat}.fail_verify_san") > before
+        assert client.counter(f"{stat}.fail_verify_san") > before
 
         # No caCertificates: verified against the system bundle, which does not trust our CA.
         _secure(mesh, server.port, "{mode: SIMPLE}")
         poll(lambda: "ca-certificates.crt" in str(_tls_context(client)), 20, "system CA bundle in Envoy")
-        before = _stat(client, f"{stat}.fail_verify_error")
+        before = client.counter(f"{stat}.fail_verify_error")
         assert _secure_get(client).status_code == 503
-        assert _stat(client, f"{stat}.fail_verify_error") > before
+        assert client.counter(f"{stat}.fail_verify_error") > before
 
         # insecureSkipVerify: TLS without verification; an explicit sni is sent as written.
         _secure(mesh, server.port, "{mode: SIMPLE, insecureSkipVerify: true, sni: name.example}")

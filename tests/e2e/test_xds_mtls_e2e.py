@@ -11,12 +11,11 @@ import socket
 from collections.abc import Iterator
 
 import grpc
-import httpx
 import pytest
 
 from novamesh.security.csr import SERVER_NAME, XDS_SERVER_NAME
 from novamesh.testing.load import run_load
-from novamesh.testing.mesh import LocalMesh, WorkloadProcess
+from novamesh.testing.mesh import LocalMesh
 
 pytestmark = pytest.mark.e2e
 
@@ -35,23 +34,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         m.close()
 
 
-def _by(mesh: LocalMesh, service: str) -> WorkloadProcess:
-    return next(w for w in mesh.workloads if w.service == service)
-
-
-def _stat(wp: WorkloadProcess, name: str) -> int:
-    text = httpx.get(f"{wp.admin_url}/stats", params={"filter": f"^{name}$"}, timeout=5, trust_env=False).text
-    return int(text.split(":")[1]) if ":" in text else 0
-
-
 def test_sidecars_get_config_over_mtls_on_the_csr_port(mesh: LocalMesh) -> None:
-    client = _by(mesh, "client")
+    client = mesh.workload("client")
     res = run_load("http://ratings:9080/", count=10, proxy=client.proxy_url)
     assert res.failed == 0 and res.ok == 10
     csr_port = int(mesh.env["NOVAMESH_CSR_PORT"])
-    for wp in (client, _by(mesh, "ratings")):
-        assert _stat(wp, r"cluster\.xds-grpc\.ssl\.handshake") >= 1  # the ADS stream runs over TLS
-        assert _stat(wp, r"cluster\.xds-grpc\.upstream_cx_active") == 1
+    for wp in (client, mesh.workload("ratings")):
+        assert wp.counter("cluster.xds-grpc.ssl.handshake") >= 1  # the ADS stream runs over TLS
+        assert wp.counter("cluster.xds-grpc.upstream_cx_active") == 1
     proxies = mesh.api.get("/api/v1/proxies")
     assert {p["service"] for p in proxies} >= {"ratings", "client"}
     assert all(p["types"]["CDS"]["status"] == "SYNCED" for p in proxies)
@@ -81,5 +71,5 @@ def test_xds_on_15012_needs_a_workload_certificate(mesh: LocalMesh) -> None:
     # ... and the CSR side (no client certificate needed) does not serve ADS.
     assert asyncio.run(call(SERVER_NAME)) == grpc.StatusCode.UNIMPLEMENTED
     # The sidecars stay connected and serving.
-    res = run_load("http://ratings:9080/", count=5, proxy=_by(mesh, "client").proxy_url)
+    res = run_load("http://ratings:9080/", count=5, proxy=mesh.workload("client").proxy_url)
     assert res.failed == 0

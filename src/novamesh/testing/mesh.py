@@ -39,6 +39,14 @@ def poll(predicate: Callable[[], Any], timeout: float, message: str, interval: f
     return wait_until(predicate, timeout, interval, message, ignore=(Exception,))
 
 
+_RE2_SPECIAL = frozenset(".|[](){}*+?^$\\")
+
+
+def re2_literal(text: str) -> str:
+    """``text`` as an RE2 pattern matching exactly it (Envoy's /stats filter is RE2)."""
+    return "".join("\\" + ch if ch in _RE2_SPECIAL else ch for ch in text)
+
+
 @dataclass
 class WorkloadProcess:
     """One `novamesh run`/`novamesh agent` process."""
@@ -67,6 +75,16 @@ class WorkloadProcess:
     @property
     def admin_url(self) -> str:
         return f"http://{self.address}:15000"
+
+    def counters(self, regex: str) -> dict[str, int]:
+        """This sidecar's Envoy counters and gauges whose names match ``regex`` (RE2), name ->
+        value (histograms left out)."""
+        resp = httpx.get(f"{self.admin_url}/stats", params={"filter": regex, "format": "json"}, timeout=5, trust_env=False)
+        return {str(s["name"]): int(s["value"]) for s in resp.json().get("stats", []) if "value" in s}
+
+    def counter(self, name: str) -> int:
+        """One Envoy counter or gauge by its exact name; 0 while Envoy has not created it."""
+        return self.counters(f"^{re2_literal(name)}$").get(name, 0)
 
     def log(self) -> str:
         try:
@@ -200,6 +218,25 @@ class LocalMesh:
     def client(self, name: str = "client", **kw: Any) -> WorkloadProcess:
         """A sidecar with no app: tests send requests through its outbound listener."""
         return self.run(name, **kw)
+
+    def gateway(self, name: str, *args: str, namespace: str = "istio-system") -> WorkloadProcess:
+        """Start ``novamesh gateway --name NAME --namespace NAMESPACE ARGS`` and wait until it is
+        registered and ready; :meth:`close` stops it."""
+        cmd = [sys.executable, "-m", "novamesh", "gateway", "--name", name, "--namespace", namespace, *args]
+        log_path = self.root / f"{name}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wp = WorkloadProcess(name, "", namespace, proc, log_path, self)
+        self.workloads.append(wp)
+        self.wait_ready(wp)
+        return wp
+
+    def workload(self, service: str) -> WorkloadProcess:
+        """The first workload of ``service`` this mesh started."""
+        found = next((w for w in self.workloads if w.service == service), None)
+        if found is None:
+            raise LookupError(f"no workload of service {service!r} was started here")
+        return found
 
     def _find(self, wp: WorkloadProcess) -> dict[str, Any] | None:
         if wp.proc.poll() is not None:
