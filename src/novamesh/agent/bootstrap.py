@@ -19,7 +19,7 @@ from ..observe.envoy_config import als_cluster
 from ..settings import Settings
 from ..config.names import is_ip
 
-__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses", "csr_targets"]
+__all__ = ["XDS_CLUSTER", "build_bootstrap", "write_bootstrap", "duration", "xds_addresses", "csr_targets", "aim_xds_cluster"]
 
 #: Name of the static cluster that carries the ADS stream.
 XDS_CLUSTER = "xds-grpc"
@@ -61,20 +61,21 @@ def csr_targets(settings: Settings) -> list[tuple[str, int]]:
     return _host_ports(settings.csr_addresses, "csr_addresses", (settings.xds_host, settings.csr_port))
 
 
-def _xds_cluster(settings: Settings) -> dict[str, Any]:
-    addresses = xds_addresses(settings)
+def aim_xds_cluster(cluster: dict[str, Any], addresses: list[tuple[str, int]]) -> dict[str, Any]:
+    """Point the ``xds-grpc`` cluster at ``addresses`` (every control-plane replica), in place."""
     # STATIC needs IP literals; a host name (e.g. a control plane on another VM) needs DNS.
-    kind = "STATIC" if all(is_ip(h) for h, _ in addresses) else "STRICT_DNS"
-    return {
+    cluster["type"] = "STATIC" if all(is_ip(h) for h, _ in addresses) else "STRICT_DNS"
+    cluster["load_assignment"] = {
+        "cluster_name": XDS_CLUSTER,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(h, p)}} for h, p in addresses]}],
+    }
+    return cluster
+
+
+def _xds_cluster(settings: Settings) -> dict[str, Any]:
+    return aim_xds_cluster({
         "name": XDS_CLUSTER,
-        "type": kind,
         "connect_timeout": duration(1.0),
-        "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket_address(h, p)}} for h, p in addresses]}
-            ],
-        },
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS_TYPE: {
                 "@type": f"type.googleapis.com/{_HTTP_OPTIONS_TYPE}",
@@ -90,7 +91,7 @@ def _xds_cluster(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
-    }
+    }, xds_addresses(settings))
 
 
 def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:

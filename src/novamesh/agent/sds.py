@@ -31,8 +31,7 @@ from google.protobuf import any_pb2
 
 from ..security.csr import XDS_SERVER_NAME
 from ..settings import Settings
-from ..config.names import is_ip
-from .bootstrap import XDS_CLUSTER, csr_targets
+from .bootstrap import XDS_CLUSTER, aim_xds_cluster, csr_targets
 
 __all__ = ["SdsServer", "add_sds", "sds_socket_path", "SDS_CLUSTER", "CERT_SECRET", "ROOT_SECRET"]
 
@@ -230,11 +229,7 @@ def _mtls_xds(clusters: list[dict[str, Any]], settings: Settings) -> None:
     control plane's port router sends to its ADS server: the workload certificate as client
     certificate, the trust bundle and the control plane's SPIFFE id to verify the server."""
     xds = next(c for c in clusters if c["name"] == XDS_CLUSTER)
-    targets = csr_targets(settings)
-    xds["type"] = "STATIC" if all(is_ip(h) for h, _ in targets) else "STRICT_DNS"
-    xds["load_assignment"]["endpoints"] = [{"lb_endpoints": [
-        {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}} for h, p in targets
-    ]}]  # fmt: skip
+    aim_xds_cluster(xds, csr_targets(settings))
     server_id = f"spiffe://{settings.trust_domain}/ns/novamesh-system/sa/control-plane"
     xds["transport_socket"] = {
         "name": "envoy.transport_sockets.tls",

@@ -18,26 +18,13 @@ from typing import Any, cast
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import json_format
 
-from ..model.proxy import METADATA_KEY
+from ..xds.server import proxy_from_node
 from . import pki
 
-__all__ = ["AuthenticatedAds", "node_identity"]
+__all__ = ["AuthenticatedAds"]
 
 log = logging.getLogger(__name__)
-
-
-def node_identity(node: Any) -> tuple[str, str]:
-    """(namespace, service account) a node claims: from the agent's metadata, else from an
-    Istio-style node id ``sidecar~ip~id~ns.svc.cluster.local`` with service account "default"."""
-    md = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-    meta = md.get(METADATA_KEY)
-    if isinstance(meta, dict):
-        return str(meta.get("namespace") or "default"), str(meta.get("service_account") or "default")
-    parts = str(node.id).split("~")
-    ns = parts[3].split(".")[0] if len(parts) == 4 and parts[3] else "default"
-    return ns, "default"
 
 
 def _peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[bool, pki.SpiffeId | None]:
@@ -97,9 +84,9 @@ class AuthenticatedAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type
             return f"{spiffe.uri} is of trust domain {spiffe.trust_domain!r}, not {self.trust_domain!r}"
         if not first.HasField("node"):
             return "the first request names no node"
-        ns, sa = node_identity(first.node)
-        if (ns, sa) != (spiffe.namespace, spiffe.service_account):
-            return f"node {first.node.id!r} claims ns/{ns}/sa/{sa} but presents {spiffe.uri}"
+        claimed = proxy_from_node(first.node)
+        if (claimed.namespace, claimed.service_account) != (spiffe.namespace, spiffe.service_account):
+            return f"node {first.node.id!r} claims ns/{claimed.namespace}/sa/{claimed.service_account} but presents {spiffe.uri}"
         return None
 
 

@@ -33,7 +33,7 @@ from ..observe.controlplane_metrics import XdsHooks, all_acked
 from ..translate import SHORT_NAMES, XDS_ORDER, T
 from .cache import Packed, ProxyView, TranslationCache, Versioned, version_of
 
-__all__ = ["XdsServer", "TypeState", "Connection"]
+__all__ = ["XdsServer", "TypeState", "Connection", "proxy_from_node"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,9 @@ class Connection:
 _version = version_of  # memoized on the shared Versioned mappings of the cache
 
 
-def _proxy_from_node(node: Any) -> Proxy:
+def proxy_from_node(node: Any) -> Proxy:
+    """The proxy an ADS node describes: the agent's metadata, else a client-only sidecar from an
+    Istio-style node id ``sidecar~ip~id~ns.svc.cluster.local`` (service account "default")."""
     md = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
     meta = md.get(METADATA_KEY)
     if isinstance(meta, dict) and meta.get("id"):
@@ -197,7 +199,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     continue
                 req: discovery_pb2.DiscoveryRequest = item
                 if conn is None:
-                    proxy = _proxy_from_node(req.node)
+                    proxy = proxy_from_node(req.node)
                     conn = Connection(next(self._ids), proxy, context.peer(), self._clock.time(), inbox=inbox)
                     self._conns[conn.id] = conn
                     log.info("proxy %s (%s.%s) connected from %s", proxy.id, proxy.service, proxy.namespace, conn.peer)
