@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from ..controlplane.mesh import Mesh
 from ..errors import ConflictError, NovameshError
-from .ca import StoreCA, rotate_root
+from .ca import PluggedCA, StoreCA, rotate_root
 from .pki import cert_pem
 from .service import ca_for, secrets_supported, tokens_for
 
@@ -75,10 +75,23 @@ def security_router(mesh: Mesh) -> APIRouter:
         check()
         return ca_for(mesh.settings, mesh.store, mesh.clock).status()
 
+    bundle_ca: list[StoreCA | PluggedCA] = []  # one per API: every agent polls the bundle
+
+    def polled_ca() -> StoreCA | PluggedCA:
+        """The CA behind ``/ca/bundle``, built once: a StoreCA re-reads the store at most once a
+        second, a plugged-in CA re-checks its files' times, instead of a store read and a
+        certificate parse per request (agents ask every ``trust_bundle_check_interval``)."""
+        if not bundle_ca:
+            bundle_ca.append(ca_for(mesh.settings, mesh.store, mesh.clock))
+        ca = bundle_ca[0]
+        if isinstance(ca, PluggedCA):
+            ca.maybe_reload()
+        return ca
+
     @router.get("/api/v1/ca/bundle")
     async def ca_bundle() -> dict[str, Any]:
         check()
-        ca = ca_for(mesh.settings, mesh.store, mesh.clock)
+        ca = polled_ca()
         return {"trust_domain": mesh.settings.trust_domain, "roots": [cert_pem(r).decode() for r in ca.trust_bundle()],
                 "signer": ca.signer_subject()}  # fmt: skip
 
@@ -91,7 +104,9 @@ def security_router(mesh: Mesh) -> APIRouter:
         if not isinstance(ca, StoreCA):
             raise ConflictError("a plugged-in CA's root is rotated by replacing its files (root-cert.pem may hold both roots)")
         try:
-            return rotate_root(ca, req.step)
+            status = rotate_root(ca, req.step)
+            bundle_ca.clear()  # this replica publishes the step at once (others within a second)
+            return status
         except NovameshError as exc:
             raise ConflictError(str(exc)) from exc
 

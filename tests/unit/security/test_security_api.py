@@ -45,3 +45,23 @@ def test_bundle_status_and_rotation_steps(tmp_path: Path, clock: ManualClock) ->
     assert api.post("/api/v1/ca/rotate-root", json={"step": "activate"}).status_code == 200
     done = api.post("/api/v1/ca/rotate-root", json={"step": "finish"}).json()
     assert done["phase"] == "stable" and len(done["roots"]) == 1
+
+
+def test_the_polled_bundle_reads_the_store_at_most_once_a_second(tmp_path: Path, clock: ManualClock) -> None:
+    """Every agent asks for the bundle every few seconds: one CA object serves them all."""
+    api, mesh = _api(tmp_path, clock)
+    first = api.get("/api/v1/ca/bundle").json()
+    reads = []
+    original = mesh.store.get_secret
+
+    def counting(name: str) -> bytes | None:
+        reads.append(name)
+        return original(name)
+
+    mesh.store.get_secret = counting  # type: ignore[method-assign]
+    for _ in range(20):
+        assert api.get("/api/v1/ca/bundle").json() == first
+    assert reads == []  # within the CA's one-second refresh: no store read at all
+    clock.advance(1.5)
+    assert api.get("/api/v1/ca/bundle").json() == first
+    assert len(reads) == 1
