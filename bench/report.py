@@ -1,12 +1,15 @@
-"""``python -m bench.report``: Markdown tables from bench/results/*.json (pasted into BENCHMARKS.md)."""
+"""``python -m bench.report [DIR]``: Markdown tables from bench/results/*.json, or DIR/*.json (pasted into BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from .common import RESULTS
+from . import common
+
+RESULTS = common.RESULTS
 
 
 def _load(name: str) -> dict[str, Any] | None:
@@ -27,6 +30,37 @@ def dataplane(name: str) -> list[str]:
         out.append(f"| {rate} | {v['achieved_rps']['direct']:.0f} / {v['achieved_rps']['mesh']:.0f} | {f(v['direct_ms'])} | {f(v['mesh_ms'])} | "
                    f"{f(v['added_per_hop_ms'])} | {v['sidecar_cpu_s_per_1000']['client']:.3f} / {v['sidecar_cpu_s_per_1000']['server']:.3f} | "
                    f"{v['sidecar_vcpu_at_rate']['client']:.3f} / {v['sidecar_vcpu_at_rate']['server']:.3f} | {v['sidecar_rss_mb']['client']:.0f} / {v['sidecar_rss_mb']['server']:.0f} |")
+    return out + bare(d)
+
+
+def _pcts(x: dict[str, float]) -> str:
+    return " / ".join(f"{x[k]:.3f}" for k in ("p50", "p90", "p99"))
+
+
+def _pair(x: dict[str, float]) -> str:
+    return f"{x['client']:.3f} / {x['server']:.3f}"
+
+
+def bare(d: dict[str, Any]) -> list[str]:
+    """The bare Envoy pairs of a dataplane result (none in results written before bench/bare.py)."""
+    modes = d.get("bare_modes") or []
+    if not modes:
+        return []
+    f, c = _pcts, _pair
+    hs = d.get("bare_server_tls_handshakes", {})
+    out = ["", f"Bare Envoy pair (bench/bare.py; stock Envoy, static config, router filter only; mesh compares with `{d.get('bare_match')}`; "
+           f"TLS handshakes on the bare server: " + ", ".join(f"{b} {hs.get(b, '?')}" for b in modes) + ")", "",
+           "| rate (req/s) | bare | achieved | bare p50 / p90 / p99 (ms) | bare added per hop p50 / p90 / p99 (ms) | mesh added per hop p50 / p90 / p99 (ms) | mesh − bare per hop p50 / p90 / p99 (ms) | CPU s per 1000 req, bare (client / server) | CPU s per 1000 req, sidecars (client / server) | agents CPU s per 1000 req (client / server) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for rate, v in d["rates"].items():
+        for b in modes:
+            x = v.get("bare", {}).get(b)
+            if x is None:
+                continue
+            agents = c(v["agent_cpu_s_per_1000"]) if "agent_cpu_s_per_1000" in v else "—"
+            errs = f" ({x['errors']} errors)" if x["errors"] else ""
+            out.append(f"| {rate} | {b}{'' if b != d.get('bare_match') else ' *'} | {x['achieved_rps']:.0f}{errs} | {f(x['ms'])} | {f(x['added_per_hop_ms'])} | {f(v['added_per_hop_ms'])} | "
+                       f"{f(x['mesh_minus_bare_per_hop_ms'])} | {c(x['cpu_s_per_1000'])} | {c(v['sidecar_cpu_s_per_1000'])} | {agents} |")
     return out
 
 
@@ -95,9 +129,16 @@ def portmux() -> list[str]:
             f"**{d['router_cpu_ms_per_mb']:.2f} CPU ms per MB** and **{d['router_cpu_us_per_round_trip']:.1f} CPU µs per round trip**."]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    global RESULTS
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        RESULTS = Path(args[0])
+    extra = sorted(p.stem for p in RESULTS.glob("dataplane*.json")
+                   if p.stem not in ("dataplane", "dataplane-strict", "dataplane-plaintext", "dataplane-notelemetry"))
     for title, lines in (("dataplane", dataplane("dataplane")), ("dataplane strict", dataplane("dataplane-strict")),
                          ("dataplane plaintext", dataplane("dataplane-plaintext")), ("dataplane without metrics", dataplane("dataplane-notelemetry")),
+                         *((name, dataplane(name)) for name in extra),
                          ("sidecar_rss", sidecar_rss()), ("ads", ads()), ("portmux", portmux()), ("ca", ca()), ("startup", startup())):
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
