@@ -94,6 +94,10 @@ def _xds_cluster(settings: Settings) -> dict[str, Any]:
     }, xds_addresses(settings))
 
 
+FRAGMENT_RUNTIME_KEY = "envoy.reloadable_features.http_reject_path_with_fragment"
+"""Envoy's runtime guard; ``False`` makes Envoy strip a request target's fragment (Istio sets it)."""
+
+
 def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:
     """The Envoy v3 bootstrap (a JSON-able dict) for ``proxy``.
 
@@ -125,7 +129,10 @@ def build_bootstrap(proxy: Proxy, settings: Settings) -> dict[str, Any]:
         "stats_config": {"use_all_default_tags": True},
         "layered_runtime": {
             "layers": [
-                {"name": "static", "static_layer": {}},
+                # Strip a URI fragment (`/admin#x` -> `/admin`) instead of refusing it with 400,
+                # as Istio's bootstrap does: the fragment is gone before normalization and the
+                # RBAC filters, so the policy evaluates, and the app receives, the path alone.
+                {"name": "static", "static_layer": {FRAGMENT_RUNTIME_KEY: False}},
                 {"name": "admin", "admin_layer": {}},
             ]
         },

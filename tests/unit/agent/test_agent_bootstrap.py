@@ -58,6 +58,12 @@ def test_everything_dynamic_comes_over_one_ads_stream() -> None:
     assert [layer["name"] for layer in boot["layered_runtime"]["layers"]] == ["static", "admin"]
 
 
+def test_fragments_are_stripped_not_refused() -> None:
+    """Istio's runtime override: Envoy strips ``#frag`` before normalization and RBAC (e2e: normalization corpus)."""
+    static = build_bootstrap(PROXY, Settings())["layered_runtime"]["layers"][0]["static_layer"]
+    assert static == {"envoy.reloadable_features.http_reject_path_with_fragment": False}
+
+
 @pytest.mark.parametrize("xds_host", ["127.0.0.1", "localhost"])
 def test_envoy_validates_the_bootstrap(tmp_path: Path, xds_host: str) -> None:
     settings = Settings(xds_host=xds_host)
