@@ -53,7 +53,7 @@ from ..config.names import MESH_GATEWAY, resolve_gateway
 from ..config.types import VirtualServiceSpec
 from ..errors import ConfigError, EnvoyError, Violation
 from ..model.proxy import Proxy
-from ..model.snapshot import MeshSnapshot, build_snapshot
+from ..model.snapshot import MeshSnapshot, snapshot_for
 from ..registry.registry import Workload, WorkloadPort
 from ..settings import Settings
 from ..translate import T, ClassKey, Resources, TranslateOptions, class_key, consistency_errors, translate_class, translate_proxy
@@ -197,11 +197,18 @@ def _changed(current: Mapping[ResourceKey, Resource], candidate: Mapping[Resourc
 class ApplyGuard:
     """Checks candidate config sets; holds the verdict cache. One per :class:`Mesh`."""
 
-    def __init__(self, settings: Settings, *, validator: Validator | None = None, cache_size: int = 512) -> None:
+    def __init__(self, settings: Settings, *, validator: Validator | None = None, cache_size: int = 512,
+                 accepted_size: int = 200_000) -> None:
         self.settings = settings
         self._validator = validator
         self._verdicts: OrderedDict[str, str] = OrderedDict()
         self._cache_size = cache_size
+        self._accepted: OrderedDict[str, None] = OrderedDict()
+        """Digests (type and content) of resources that Envoy accepted and that pack: a change is
+        validated by what it makes new, not by everything a proxy holds."""
+        self._accepted_size = accepted_size
+        self._resume: tuple[tuple[object, ...], MeshSnapshot, dict[Proxy, tuple[Resources, dict[str, dict[str, str]]]]] | None = None
+        """A check that raised PendingValidation: its inputs, snapshot and translations."""
         self._defer = False
         self._failed: dict[str, str] = {}
         self.envoy_runs = 0
@@ -288,26 +295,34 @@ class ApplyGuard:
         opts = TranslateOptions(connect_timeout=s.connect_timeout)
 
         def snap(resources: Mapping[ResourceKey, Resource]) -> MeshSnapshot:
-            return build_snapshot(resources, workloads, revision=revision, registry_version=registry_version,
-                                  domain_suffix=s.domain_suffix, departed=departed, trust_domain=s.trust_domain)
+            return snapshot_for(s, resources, workloads, revision=revision, registry_version=registry_version, departed=departed)
 
-        cand_snap = snap(candidate)
+        # A deferred check is re-run once Envoy has spoken: if nothing changed meanwhile, reuse
+        # the candidate's snapshot and translations instead of building them again.
+        inputs = (revision, registry_version, departed, tuple(workloads), dict(candidate))
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == inputs:
+            cand_snap, translations = resume[1], resume[2]
+        else:
+            cand_snap, translations = snap(candidate), {}
         targets = _targets(cand_snap, current, candidate, keys, proxies)
         report = GuardReport(True, checked=[t.label for t in targets])
         pending: dict[str, dict[str, Any]] = {}
         failures: list[tuple[_Target, str, Resources | None]] = []
+        claimed: set[str] = set()  # resources already in one target's bootstrap: Envoy sees each once
         for target in targets:
-            problem, res = self._problem(cand_snap, target, opts, pending)
+            problem, res = self._problem(cand_snap, target, opts, pending, claimed=claimed, memo=translations)
             if problem:
                 failures.append((target, problem, res))
         if pending:
+            self._resume = (inputs, cand_snap, translations)
             raise PendingValidation(pending)
         if not failures:
             return report
         cur_snap = snap(current)
         seen: set[tuple[str, str]] = set()
         for target, problem, res in failures:
-            before, _ = self._problem(cur_snap, target, opts, pending)
+            before, _ = self._problem(cur_snap, target, opts, pending, incremental=False)
             if before == problem:  # already broken before this change: not its fault
                 log.warning("guarded apply: %s is rejected by the current config already (%s); not blocking this change", target.label, problem)
                 continue
@@ -319,27 +334,93 @@ class ApplyGuard:
             raise PendingValidation(pending)
         return report
 
-    def _problem(self, snapshot: MeshSnapshot, target: _Target, opts: TranslateOptions, pending: dict[str, dict[str, Any]]) -> tuple[str, Resources | None]:
-        """``""`` if ``target`` accepts the translation of ``snapshot``, else what is wrong."""
+    def _problem(self, snapshot: MeshSnapshot, target: _Target, opts: TranslateOptions, pending: dict[str, dict[str, Any]],
+                 *, incremental: bool = True, claimed: set[str] | None = None,
+                 memo: dict[Proxy, tuple[Resources, dict[str, dict[str, str]]]] | None = None) -> tuple[str, Resources | None]:
+        """``""`` if ``target`` accepts the translation of ``snapshot``, else what is wrong.
+
+        Only resources Envoy has not accepted before are packed and validated (see
+        :meth:`_accepted`); if they fail on their own, the whole translation is validated to
+        confirm, so a refusal never comes from what the subset left out."""
         proxy = target.proxy
-        try:
-            key: ClassKey = class_key(proxy, snapshot)
-            res = translate_proxy(translate_class(snapshot, key, opts), proxy, opts)
-        except Exception as exc:  # noqa: BLE001 - a translation crash must refuse, not store
-            log.exception("guarded apply: translation for %s failed", target.label)
-            return f"translation failed: {type(exc).__name__}: {exc}", None
-        errors = consistency_errors(res)
-        if errors:
-            return "inconsistent translation: " + "; ".join(errors), res
-        for type_url, resources in res.items():
-            for name, resource in resources.items():
+        known = memo.get(target.proxy) if memo is not None else None
+        if known is not None:
+            res, digests = known
+        else:
+            try:
+                key: ClassKey = class_key(proxy, snapshot)
+                res = translate_proxy(translate_class(snapshot, key, opts), proxy, opts)
+            except Exception as exc:  # noqa: BLE001 - a translation crash must refuse, not store
+                log.exception("guarded apply: translation for %s failed", target.label)
+                return f"translation failed: {type(exc).__name__}: {exc}", None
+            errors = consistency_errors(res)
+            if errors:
+                return "inconsistent translation: " + "; ".join(errors), res
+            digests = {t: {n: _resource_digest(t, r) for n, r in rs.items()} for t, rs in res.items()}
+            if memo is not None:
+                memo[target.proxy] = (res, digests)
+        skip = claimed if claimed is not None else set()
+        new = {t: {n for n, d in ds.items() if not incremental or (d not in self._accepted and d not in skip)}
+               for t, ds in digests.items()}
+        for type_url, names in new.items():
+            for name in sorted(names):
                 try:
-                    to_message(type_url, resource)
+                    to_message(type_url, res[type_url][name])
                 except Exception as exc:  # noqa: BLE001 - json_format raises several types
                     return f"resource {name} does not pack into its Envoy message: {exc}", res
-        bootstrap = without_files(static_bootstrap(res))
+        if not any(new.values()):
+            return "", res
+        part = _with_dependencies(res, new) if incremental else res
+        skip.update(d for t, ds in digests.items() for n, d in ds.items() if n in part.get(t, {}))
+        bootstrap = without_files(static_bootstrap(part))
         verdict = self._verdict(_digest(bootstrap), bootstrap, pending)
+        if verdict and part is not res:  # on their own: confirm against everything, in case the subset lacked a dependency
+            bootstrap = without_files(static_bootstrap(res))
+            verdict, part = self._verdict(_digest(bootstrap), bootstrap, pending), res
+        if verdict == "":
+            self._accept(d for t, ds in digests.items() for n, d in ds.items() if n in part.get(t, {}))
         return (verdict or ""), res
+
+    def _accept(self, digests: Iterable[str]) -> None:
+        for d in digests:
+            self._accepted[d] = None
+            self._accepted.move_to_end(d)
+        while len(self._accepted) > self._accepted_size:
+            self._accepted.popitem(last=False)
+
+
+def _resource_digest(type_url: str, resource: Mapping[str, Any]) -> str:
+    return hashlib.sha256(type_url.encode() + json.dumps(resource, sort_keys=True).encode()).hexdigest()
+
+
+def _with_dependencies(res: Resources, new: Mapping[str, set[str]]) -> Resources:
+    """The part of ``res`` that validates the ``new`` resources in a static bootstrap:
+
+    * a new cluster, or a cluster whose assignment is new, with that assignment;
+    * when any listener or route configuration is new: every listener and every route
+      configuration (listeners are checked against each other, e.g. for addresses), and every
+      cluster that is not an EDS cluster (telemetry, tracing, JWKS... that filters name).
+    Route configurations never make Envoy look clusters up (``validate_clusters`` is off), so
+    an unchanged service cluster is never needed."""
+    clusters = res.get(T.CLUSTER, {})
+    new_endpoints = new.get(T.ENDPOINT, set())
+    listeners_new = bool(new.get(T.LISTENER) or new.get(T.ROUTE))
+
+    def needed(name: str, c: Mapping[str, Any]) -> bool:
+        if name in new.get(T.CLUSTER, set()):
+            return True
+        if c.get("type") == "EDS":
+            return c["eds_cluster_config"]["service_name"] in new_endpoints
+        return listeners_new
+
+    picked = {n: c for n, c in clusters.items() if needed(n, c)}
+    eds = {c["eds_cluster_config"]["service_name"] for c in picked.values() if c.get("type") == "EDS"}
+    return {
+        T.CLUSTER: picked,
+        T.ENDPOINT: {n: e for n, e in res.get(T.ENDPOINT, {}).items() if n in eds},
+        T.LISTENER: dict(res.get(T.LISTENER, {})) if listeners_new else {},
+        T.ROUTE: dict(res.get(T.ROUTE, {})) if listeners_new else {},
+    }
 
 
 @functools.lru_cache(maxsize=1)
@@ -513,9 +594,11 @@ def guard_candidate(mesh: Mesh, candidate: Mapping[ResourceKey, Resource], chang
     return report
 
 
-async def guarded(mesh: Mesh, write: Callable[[], _T], *, attempts: int = 3) -> _T:
+async def guarded(mesh: Mesh, write: Callable[[], _T], *, attempts: int = 4) -> _T:
     """Run the sync ``write`` (a :class:`Mesh` method call) from the event loop, with Envoy's
-    validations in a worker thread. ``write`` is re-run after each batch of validations; it is
+    validations in a worker thread. ``write`` is re-run after each batch of validations (at most
+    three: what the change makes new; if that fails, everything the proxy would hold; and, to tell
+    whether the change caused it, the current config); it is
     all-or-nothing, so a re-run sees the newest state. A check that cannot run (no Envoy,
     timeout) ends as the write's clear ConfigError (``NM0101``), never as a blocked loop."""
     guard = mesh.guard

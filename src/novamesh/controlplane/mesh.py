@@ -19,10 +19,9 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..config.loader import dump_manifest, parse_documents, parse_manifest
 from ..config.names import canonical_kind
 from ..config.resource import Resource, ResourceKey, Source
-from ..config.types_telemetry import mesh_telemetry_from_settings
 from ..config.validate import check_duplicates, validate_state
 from ..errors import ConfigError, NotFoundError, Violation
-from ..model.snapshot import MeshSnapshot, build_snapshot
+from ..model.snapshot import MeshSnapshot, snapshot_for
 from ..registry import Registry
 from ..settings import Settings
 from ..store.base import ConfigStore, Revision
@@ -123,17 +122,8 @@ class Mesh:
         return True
 
     def snapshot(self) -> MeshSnapshot:
-        return build_snapshot(
-            self.resources,
-            self.registry.workloads(),
-            revision=self.revision,
-            registry_version=self.registry.version,
-            domain_suffix=self.settings.domain_suffix,
-            departed=self.registry.departed_services(),
-            mesh_telemetry=mesh_telemetry_from_settings(self.settings),
-            trust_domain=self.settings.trust_domain,
-            path_normalization=self.settings.path_normalization,
-        )
+        return snapshot_for(self.settings, self.resources, self.registry.workloads(), revision=self.revision,
+                            registry_version=self.registry.version, departed=self.registry.departed_services())
 
     def push(self) -> None:
         """Build a snapshot and hand it to the xDS server (which pushes only what changed)."""

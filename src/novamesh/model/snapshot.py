@@ -18,10 +18,11 @@ from ..config.names import MESH_GATEWAY, resolve_gateway, resolve_host, service_
 from ..config.resource import Resource, ResourceKey
 from ..config.types import DestinationRuleSpec, ServiceEntrySpec, VirtualServiceSpec, WorkloadEntrySpec
 from ..config.types_mesh import MESH_CONFIG_KIND, MESH_CONFIG_NAME, ROOT_NAMESPACE
-from ..config.types_telemetry import MeshTelemetry
+from ..config.types_telemetry import MeshTelemetry, mesh_telemetry_from_settings
 from ..registry.registry import Workload, WorkloadPort
+from ..settings import Settings
 
-__all__ = ["ServicePort", "Endpoint", "Service", "MeshSnapshot", "build_snapshot", "HTTP_PROTOCOLS"]
+__all__ = ["ServicePort", "Endpoint", "Service", "MeshSnapshot", "build_snapshot", "snapshot_for", "HTTP_PROTOCOLS"]
 
 HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "GRPC", "GRPC-WEB"})
 """Port protocols routed by the HTTP connection manager."""
@@ -338,4 +339,24 @@ def build_snapshot(
         path_normalization=path_normalization,
         peer_authentications=tuple(by_kind.get("PeerAuthentication", [])),
         trust_domain=trust_domain,
+    )
+
+
+def snapshot_for(
+    settings: Settings,
+    resources: Mapping[ResourceKey, Resource],
+    workloads: Iterable[Workload],
+    *,
+    revision: int,
+    registry_version: int,
+    departed: Iterable[tuple[str, str, tuple[WorkloadPort, ...]]] = (),
+) -> MeshSnapshot:
+    """:func:`build_snapshot` with every mesh-wide input taken from ``settings``. The one way the
+    control plane builds snapshots: what it pushes and what guarded apply checks are translated
+    from the same inputs."""
+    return build_snapshot(
+        resources, workloads, revision=revision, registry_version=registry_version,
+        domain_suffix=settings.domain_suffix, departed=departed,
+        mesh_telemetry=mesh_telemetry_from_settings(settings), trust_domain=settings.trust_domain,
+        path_normalization=settings.path_normalization,
     )

@@ -18,7 +18,7 @@ from novamesh.controlplane.autorollback import AUTHOR, AutoRollback
 from novamesh.controlplane.guard import GUARD_CODE, UNAVAILABLE_CODE, ApplyGuard, envoy_reason, guarded
 from novamesh.controlplane.mesh import Mesh
 from novamesh.errors import ConfigError, EnvoyError
-from novamesh.model.proxy import Proxy
+from novamesh.model.proxy import Proxy, ProxyPort
 from novamesh.settings import Settings
 from novamesh.store import SqliteStore
 from novamesh.testing.clock import ManualClock
@@ -397,3 +397,97 @@ async def test_guarded_reports_a_check_that_cannot_run(tmp_path: Path) -> None:
     assert dry.guard is not None and dry.guard["ok"] is False
     assert dry.guard["violations"][0]["code"] == UNAVAILABLE_CODE
     assert mesh.store.list() == []
+
+
+# -- incremental checks ------------------------------------------------------------------------
+def _bootstrap_names(bootstrap: dict[str, Any]) -> tuple[set[str], set[str]]:
+    static = bootstrap["static_resources"]
+    return {c["name"] for c in static["clusters"]}, {ln["name"] for ln in static["listeners"]}
+
+
+def test_a_change_is_validated_by_what_it_makes_new(tmp_path: Path) -> None:
+    # Real Envoy, and a record of what it was given: after the first apply, Envoy sees only
+    # the clusters a DestinationRule change alters, and listeners only when routes change.
+    mesh = _mesh(tmp_path)
+    real = ApplyGuard(mesh.settings)
+    seen: list[dict[str, Any]] = []
+    mesh.guard = ApplyGuard(mesh.settings, validator=lambda b: seen.append(b) or real._validate(b))
+    mesh.apply(_doc(DR + "---\n" + GOOD))
+    first_clusters, first_listeners = _bootstrap_names(seen[-1])
+    assert "outbound|9080|v1|reviews.default.svc.cluster.local" in first_clusters and first_listeners
+    seen.clear()
+    mesh.apply(_doc(DR.replace("subsets:", "trafficPolicy: {connectionPool: {tcp: {maxConnections: 7}}}\n  subsets:")))
+    assert len(seen) == 1
+    clusters, listeners = _bootstrap_names(seen[0])
+    assert clusters and clusters <= {c for c in first_clusters if c.endswith("reviews.default.svc.cluster.local")}
+    assert listeners == set()
+    seen.clear()
+    mesh.apply(_doc(GOOD.replace("/api", "/v3")))  # a route change: the listeners come along
+    assert len(seen) == 1 and _bootstrap_names(seen[0])[1] == first_listeners
+    seen.clear()
+    with pytest.raises(ConfigError) as info:  # Envoy's refusal still comes through, with its field
+        mesh.apply(_doc(BAD))
+    assert "program size" in info.value.violations[0].message and info.value.violations[0].path == "spec.http[0]"
+    assert mesh.revision == 3
+
+
+def test_a_subset_refusal_is_confirmed_against_everything(tmp_path: Path) -> None:
+    # A (fake) Envoy that refuses any bootstrap without the listeners: the subset of a
+    # DestinationRule change fails, the whole translation passes, so the change is stored.
+    mesh = _mesh(tmp_path)
+    seen: list[dict[str, Any]] = []
+
+    def validator(bootstrap: dict[str, Any]) -> str:
+        seen.append(bootstrap)
+        return "" if bootstrap["static_resources"]["listeners"] else "a listener is required"
+
+    mesh.guard = ApplyGuard(mesh.settings, validator=validator)
+    mesh.apply(_doc(OTHER))
+    seen.clear()
+    mesh.apply(_doc(DR))
+    assert [bool(b["static_resources"]["listeners"]) for b in seen] == [False, True]
+    assert mesh.revision == 2
+
+
+async def test_deferred_checks_translate_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import novamesh.controlplane.guard as guard_module
+
+    mesh = _mesh(tmp_path)
+    mesh.guard = ApplyGuard(mesh.settings, validator=lambda b: "")
+    calls: list[int] = []
+    real = guard_module.translate_class
+    monkeypatch.setattr(guard_module, "translate_class", lambda *a: calls.append(1) or real(*a))
+    await guarded(mesh, lambda: mesh.apply(_doc(DR)))
+    assert len(calls) == 1  # the re-run after Envoy's verdict reused the translation
+    assert mesh.revision == 1
+
+
+def test_the_guard_checks_what_the_control_plane_pushes(tmp_path: Path) -> None:
+    # Mesh-wide settings (here path normalization) reach the guard's translation as they reach
+    # the proxies': the listener Envoy validates is the listener a sidecar receives.
+    mesh = _mesh(tmp_path, path_normalization="NONE")
+    seen: list[dict[str, Any]] = []
+    mesh.guard = ApplyGuard(mesh.settings, validator=lambda b: seen.append(b) or "")
+    policy = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+"""
+    mesh.apply(_doc(policy))
+    proxy = Proxy(id="reviews-1", service="reviews", address="127.1.0.9", labels=(("app", "reviews"),),
+                  ports=(ProxyPort(9080, app_port=19080),))
+    mesh.push()
+    pushed = mesh.cache.raw_for(proxy)[T.LISTENER]
+    mesh.guard.check(current={}, candidate=dict(mesh.resources), changed=list(mesh.resources),
+                     workloads=mesh.registry.workloads(), proxies=[proxy], revision=mesh.revision)
+    checked = {ln["name"]: ln for ln in seen[-1]["static_resources"]["listeners"]}
+    assert pushed and set(pushed) <= set(checked)
+    for name, listener in pushed.items():
+        hcm = [f["typed_config"] for ch in listener.get("filter_chains", []) for f in ch["filters"]]
+        got = [f["typed_config"] for ch in checked[name].get("filter_chains", []) for f in ch["filters"]]
+        fields = ("normalize_path", "merge_slashes", "path_with_escaped_slashes_action")
+        assert [[h.get(f) for f in fields] for h in hcm] == [[g.get(f) for f in fields] for g in got]
+    assert any(name.startswith("inbound|9080") for name in pushed)
