@@ -1,6 +1,7 @@
 """AuthorizationPolicy through real Envoy: a caller not listed gets 403, DENY beats ALLOW,
-empty ``rules`` versus ``rules: [{}]``, and path, method, header, IP and namespace conditions
-each decide a request.
+empty ``rules`` versus ``rules: [{}]``, AUDIT never denies (its match is counted), and path,
+method, header, IP, port, namespace and principal conditions (and their ``not`` forms) each
+decide a request.
 
 One mesh per module: an echo ``backend``, a ``client`` sidecar in namespace ``default`` and an
 ``outsider`` sidecar in namespace ``other``. Each test applies its policies and waits until the
@@ -218,16 +219,17 @@ spec:
     assert httpx.get(direct, headers={"host": "www.example.com"}, timeout=5, trust_env=False).status_code == 200
 
 
-def _mesh_mtls(mesh: LocalMesh) -> bool:
-    """Whether sidecars talk mTLS here (the backend then sees the caller's SPIFFE id)."""
+def _assert_mesh_mtls(mesh: LocalMesh) -> None:
+    """Sidecars talk mTLS by default (the backend sees the caller's SPIFFE id); principal and
+    namespace conditions need it, so its absence is a regression, not a reason to skip."""
     r = _get(mesh.workload("client"))
-    return r.status_code == 200 and bool(r.json().get("caller", {}).get("principal"))
+    assert r.status_code == 200, r.text
+    assert r.json().get("caller", {}).get("principal") == "spiffe://cluster.local/ns/default/sa/default", r.json()
 
 
 def test_namespace_and_principal_conditions_decide(mesh: LocalMesh) -> None:
     client, outsider = mesh.workload("client"), mesh.workload("outsider")
-    if not _mesh_mtls(mesh):
-        pytest.skip("mesh mTLS is not active: principals and namespaces need the peer certificate")
+    _assert_mesh_mtls(mesh)
     _apply(mesh, """
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -249,3 +251,86 @@ spec:
     # same policy name: wait for the new rule itself (both callers' pooled connections included)
     poll(lambda: _denied(_get(client)) and _get(outsider).status_code == 200, 20, "only the outsider listed")
     assert _denied(_get(client)) and _get(outsider).json()["caller"]["principal"] == "spiffe://cluster.local/ns/other/sa/default"
+
+
+def test_not_principals_and_not_methods_decide(mesh: LocalMesh) -> None:
+    client, outsider = mesh.workload("client"), mesh.workload("outsider")
+    _assert_mesh_mtls(mesh)
+    _apply(mesh, """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: not-forms}
+spec:
+  rules:
+  - from: [{source: {notPrincipals: [cluster.local/ns/other/sa/default]}}]
+    to: [{operation: {notMethods: [DELETE, PUT]}}]
+""", {"not-forms"})
+    assert _get(client).status_code == 200
+    assert _get(client, method="POST").status_code == 200
+    assert _denied(_get(client, method="DELETE"))  # only notMethods decides this one
+    assert _denied(_get(client, method="PUT"))
+    assert _denied(_get(outsider))  # only notPrincipals decides this one
+
+
+def test_source_principal_condition_decides(mesh: LocalMesh) -> None:
+    client, outsider = mesh.workload("client"), mesh.workload("outsider")
+    _assert_mesh_mtls(mesh)
+    _apply(mesh, """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: principal-when}
+spec:
+  rules:
+  - when: [{key: source.principal, values: [cluster.local/ns/other/sa/default]}]
+""", {"principal-when"})
+    assert _get(outsider).status_code == 200
+    assert _denied(_get(client))
+
+
+def test_source_ip_and_destination_port_conditions_decide(mesh: LocalMesh) -> None:
+    """Each rule of ``near-miss`` matches on one key and misses on the other: it denies nothing
+    only if Envoy evaluates both keys. ``hit`` matches on both and denies."""
+    client = mesh.workload("client")
+    _apply(mesh, """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: near-miss}
+spec:
+  action: DENY
+  rules:
+  - when: [{key: source.ip, values: [127.0.0.0/8]}, {key: destination.port, values: ["9081"]}]
+  - when: [{key: source.ip, values: [10.0.0.0/8]}, {key: destination.port, values: ["9080"]}]
+""", {"near-miss"})
+    assert _get(client).status_code == 200
+    _apply(mesh, """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: hit}
+spec:
+  action: DENY
+  rules:
+  - when: [{key: source.ip, values: [127.0.0.0/8]}, {key: destination.port, values: ["9080"]}]
+""", {"near-miss", "hit"})
+    assert _denied(_get(client))
+
+
+def test_audit_never_denies_and_counts_what_it_matched(mesh: LocalMesh) -> None:
+    client, backend = mesh.workload("client"), mesh.workload("backend")
+    _apply(mesh, """
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-admin}
+spec:
+  action: AUDIT
+  rules:
+  - to: [{operation: {paths: [/admin, /admin/*]}}]
+""", {"audit-admin"})
+    # Envoy 1.40 has no rbac.logged counter; the AUDIT filter's per-rule counter is the record
+    audited = "http.inbound_9080.rbac.policy.ns[default]-policy[audit-admin]-rule[0].allowed"
+    before, reached = backend.counter(audited), backend.counter(INBOUND_RQ)
+    r = _get(client, "/admin/users")
+    assert r.status_code == 200 and r.json()["path"] == "/admin/users"  # audited, not denied
+    assert backend.counter(audited) == before + 1
+    assert _get(client, "/public").status_code == 200
+    assert backend.counter(audited) == before + 1  # not matched: not counted
+    assert backend.counter(INBOUND_RQ) == reached + 2  # both reached the app

@@ -294,9 +294,19 @@ def _rules(policies: Sequence[Resource], *, tcp: bool) -> list[tuple[str, dict[s
 
 
 def rbac_filters(policies: Sequence[Resource]) -> list[dict[str, Any]]:
-    """The RBAC HTTP filters (AUDIT, DENY, ALLOW; each only when some policy has that action)."""
-    return [{"name": f"envoy.filters.http.rbac.{name}", "typed_config": {"@type": RBAC, "rules": rules}}
-            for name, rules in _rules(policies, tcp=False)]  # fmt: skip
+    """The RBAC HTTP filters (AUDIT, DENY, ALLOW; each only when some policy has that action).
+
+    The AUDIT filter (RBAC ``LOG``) never denies; it marks a matched request in the dynamic
+    metadata ``envoy.common: access_log_hint`` and, with per-rule statistics, counts it under
+    ``http.<listener>.rbac.policy.ns[<ns>]-policy[<name>]-rule[<i>].allowed`` (this Envoy has no
+    ``rbac.logged`` counter: its ``rbac.allowed`` counts every request the AUDIT filter passes)."""
+    out = []
+    for name, rules in _rules(policies, tcp=False):
+        config: dict[str, Any] = {"@type": RBAC, "rules": rules}
+        if name == "audit":
+            config["track_per_rule_stats"] = True
+        out.append({"name": f"envoy.filters.http.rbac.{name}", "typed_config": config})
+    return out
 
 
 def network_rbac_filters(policies: Sequence[Resource]) -> list[dict[str, Any]]:
