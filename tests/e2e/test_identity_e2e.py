@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import calendar
 import http.client
 import json
 import os
@@ -31,6 +32,7 @@ from novamesh.testing.mesh import LocalMesh, WorkloadProcess, poll
 pytestmark = pytest.mark.e2e
 
 CERT_TTL = 20
+TOKEN_TTL = 900  # not the CLI's old hard-coded 1h: `token create` without --ttl must get this
 OLD_ROOT_HOLDER = pki.SpiffeId("cluster.local", "default", "old-root-holder")
 
 
@@ -50,7 +52,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    m = LocalMesh(tmp_path_factory.mktemp("identity"), settings={"cert_ttl": CERT_TTL, "cert_renew_jitter": 0.05})
+    m = LocalMesh(tmp_path_factory.mktemp("identity"), settings={"cert_ttl": CERT_TTL, "cert_renew_jitter": 0.05, "token_ttl": TOKEN_TTL})
     try:
         m.start_control_plane()
         m.echo("reviews", extra_args=["--service-account", "bookinfo-reviews"])
@@ -264,7 +266,7 @@ def test_token_cli_and_bad_credentials_are_refused(mesh: LocalMesh) -> None:
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("nmt_") and "spiffe://cluster.local/ns/payments/sa/api" in created.stderr
-    bad = mesh.cli("token", "create", "--namespace", "Not_Valid", "--ttl", "5m")
+    bad = mesh.cli("token", "create", "--namespace", "Not_Valid", "--service-account", "api", "--ttl", "5m")
     assert bad.returncode == 1 and "namespace" in bad.stderr
     # A workload joining with a garbage token fails clearly; the control plane keeps serving.
     wp = mesh.run("intruder", env={"NOVAMESH_JOIN_TOKEN": "nmt_" + "A" * 43}, wait_ready=False)
@@ -276,3 +278,32 @@ def test_token_cli_and_bad_credentials_are_refused(mesh: LocalMesh) -> None:
     status = mesh.cli("ca", "status")
     assert status.returncode == 0 and "self-signed" in status.stdout
     assert os.environ.get("NOVAMESH_JOIN_TOKEN") is None
+
+
+def test_token_cli_uses_and_default_ttl(mesh: LocalMesh) -> None:
+    """`token create --uses 2` (no --ttl) through the real CLI: two CSRs join with the token, the
+    third is refused; the expiry is the control plane's token_ttl setting."""
+    assert mesh.cli("token", "create", "--namespace", "payments").returncode == 2  # --service-account is required
+    minted_at = time.time()
+    created = mesh.cli("token", "create", "--namespace", "payments", "--service-account", "batch", "--uses", "2")
+    assert created.returncode == 0, created.stderr
+    assert "spiffe://cluster.local/ns/payments/sa/batch, 2 use(s)" in created.stderr
+    expires = re.search(r"expires (\S+ \S+) UTC", created.stderr)
+    assert expires is not None, created.stderr
+    expires_at = calendar.timegm(time.strptime(expires.group(1), "%Y-%m-%d %H:%M:%S"))
+    assert abs(expires_at - (minted_at + TOKEN_TTL)) < 30, (expires_at - minted_at, created.stderr)
+    token = created.stdout.strip()
+    target = f"127.0.0.1:{mesh.env['NOVAMESH_CSR_PORT']}"
+
+    def join() -> bytes:
+        csr = pki.make_csr(pki.generate_key(), pki.SpiffeId("cluster.local", "payments", "batch"))
+        chain, _ = asyncio.run(request_certificate(target, _ca_roots_pem(mesh), csr, token=token))
+        return chain
+
+    for _ in range(2):
+        leaf = pki.load_certs(join())[0]
+        assert str(pki.spiffe_of(leaf)) == "spiffe://cluster.local/ns/payments/sa/batch"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        join()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert httpx.get(f"{mesh.url}/healthz", timeout=5).status_code == 200

@@ -39,16 +39,22 @@ def register(app: typer.Typer) -> None:
 
     @token_app.command("create")
     def token_create(
-        namespace: str = typer.Option("default", "--namespace", "-n", help="Namespace of the identity."),
-        service_account: str = typer.Option("default", "--service-account", help="Service account of the identity."),
-        ttl: str = typer.Option("1h", "--ttl", help="How long the token stays usable (90s, 15m, 1h, 2d)."),
+        # Required, no default: a token grants an identity, so the caller names it explicitly.
+        namespace: str = typer.Option(..., "--namespace", "-n", help="Namespace of the identity."),
+        service_account: str = typer.Option(..., "--service-account", help="Service account of the identity."),
+        ttl: Optional[str] = typer.Option(
+            None, "--ttl", help="How long the token stays usable (90s, 15m, 1h, 2d). Default: the control plane's token_ttl setting.",
+            show_default=False,
+        ),
         uses: int = typer.Option(1, "--uses", help="How many workloads may join with it."),
         control_plane: Optional[str] = ControlPlaneOpt,
     ) -> None:
         """Mint a join token for spiffe://<trust-domain>/ns/NS/sa/SA (run on the control plane's
         host). Prints only the token on stdout, so `novamesh token create ... > token` works."""
         try:
-            body = {"namespace": namespace, "service_account": service_account, "ttl": parse_duration(ttl), "uses": uses}
+            body: dict[str, object] = {"namespace": namespace, "service_account": service_account, "uses": uses}
+            if ttl is not None:  # else the control plane applies its own token_ttl setting
+                body["ttl"] = parse_duration(ttl)
             resp = client_for(control_plane).post("/api/v1/tokens", body)
         except NovameshError as exc:
             fail(exc)
