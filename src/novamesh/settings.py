@@ -98,7 +98,8 @@ class Settings:
     xds_push_concurrency: int = field(default=0, metadata={"doc": "At most this many proxies are sent responses at once (like Istio's PILOT_PUSH_THROTTLE), to bound the control plane's memory when every proxy reconnects together; 0: no limit. Off by default: at 2000 proxies x 1000 services, 100 lowered the peak RSS (1471 -> 1169 MB in one run each) but slowed convergence (BENCHMARKS.md)."})
     gc_threshold: int = field(default=50000, metadata={"doc": "The control plane process's generation-0 garbage-collection threshold (CPython's default: 700). xDS pushes allocate many short-lived objects; collecting less often saved about a quarter of the CPU per config change at 1000 proxies (BENCHMARKS.md). 0 keeps CPython's default."})
     xds_tls: bool = field(default=True, metadata={"doc": "ADS over mutual TLS on csr_port (Istio's 15012; TLS server name xds.novamesh-control-plane): the control plane serves it and agents with a certificate use it. false: agents use plaintext xds_port."})
-    xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port for local development: loopback only while the CA is on. false leaves only mTLS xDS on csr_port."})
+    xds_plaintext: bool = field(default=True, metadata={"doc": "Serve plaintext ADS on xds_port for local development, on loopback only (see xds_plaintext_any_address). false leaves only mTLS xDS on csr_port."})
+    xds_plaintext_any_address: bool = field(default=False, metadata={"doc": "UNSAFE opt-out: bind plaintext (unauthenticated) xds_port on bind_host even when it is not loopback. Default false: plaintext xDS binds loopback whatever bind_host says."})
     tls_hello_timeout: float = field(default=10.0, metadata={"doc": "Seconds a client on csr_port has to send its TLS ClientHello before the connection is closed."})
 
     @classmethod

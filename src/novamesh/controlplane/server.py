@@ -77,7 +77,7 @@ class ControlPlane:
         # Over mTLS a stream may only ask for the configuration of its certificate's identity.
         ads = AuthenticatedAds(self.mesh.xds, s.trust_domain, security.peer_name)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, grpc_server)
-        bind_xds_ports(grpc_server, s, security)  # mTLS behind csr_port and/or plaintext xds_port
+        plaintext = bind_xds_ports(grpc_server, s, security)  # mTLS behind csr_port and/or plaintext xds_port
         api = uvicorn.Server(
             uvicorn.Config(create_app(self.mesh), host=s.bind_host, port=s.http_port, log_level="warning", lifespan="off", access_log=False)
         )
@@ -99,7 +99,8 @@ class ControlPlane:
                 if api_task.done():
                     raise NovameshError(f"cannot serve the REST API on {s.bind_host}:{s.http_port} (port in use?); pass --http-port")
                 self.ready.set()
-                log.info("control plane ready: xDS %s:%d, API http://%s:%d, data %s", s.bind_host, s.xds_port, s.bind_host, s.http_port, s.data_dir)
+                xds = f"plaintext {plaintext[0]}:{plaintext[1]}" if plaintext else "mTLS only"
+                log.info("control plane ready: xDS %s, API http://%s:%d, data %s", xds, s.bind_host, s.http_port, s.data_dir)
                 await self._stop.wait()
                 api.should_exit = True
                 reaper.cancel()

@@ -24,7 +24,7 @@ from .csr import XDS_SERVER_NAME, CertificateService, CsrServer, ServingCert
 from .portmux import SniRouter
 from .tokens import TokenStore
 
-__all__ = ["SecurityServer", "secrets_supported", "ca_for", "tokens_for", "bind_xds_ports"]
+__all__ = ["SecurityServer", "secrets_supported", "ca_for", "tokens_for", "bind_xds_ports", "plaintext_xds_host"]
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +128,23 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def bind_xds_ports(server: grpc.aio.Server, settings: Settings, security: SecurityServer) -> None:
+def plaintext_xds_host(settings: Settings) -> str:
+    """Where plaintext ``xds_port`` binds: ``bind_host`` when it is a loopback address, else
+    127.0.0.1 — unless ``xds_plaintext_any_address`` (an explicit, unsafe opt-out) is set.
+
+    Plaintext ADS authenticates nobody: any client that reaches it can claim any node and read
+    that proxy's whole configuration (services, endpoints, policies). So it is for local
+    development on one host, whether or not the CA is on."""
+    if _is_loopback(settings.bind_host) or settings.xds_plaintext_any_address:
+        return settings.bind_host
+    return "127.0.0.1"
+
+
+def bind_xds_ports(server: grpc.aio.Server, settings: Settings, security: SecurityServer) -> tuple[str, int] | None:
     """Bind the ADS ports of ``server``: mTLS on a loopback port behind ``csr_port``'s router
     (when ``xds_tls`` and the CA is on) and plaintext ``xds_port`` (unless ``xds_plaintext`` is
-    off; loopback only while mTLS is served). Raises NovameshError for a port in use or a
-    configuration without any xDS port."""
+    off) on :func:`plaintext_xds_host`. Returns the plaintext (host, port), None when off.
+    Raises NovameshError for a port in use or a configuration without any xDS port."""
     s = settings
     creds = security.xds_credentials() if s.xds_tls else None
     if creds is not None:
@@ -143,10 +155,15 @@ def bind_xds_ports(server: grpc.aio.Server, settings: Settings, security: Securi
     elif not s.xds_plaintext:
         why = "xds_tls is off" if not s.xds_tls else "the CA is off (csr_port -1 or a store without secrets)"
         raise NovameshError(f"xds_plaintext is off and {why}: sidecars could not connect; turn one of them on")
-    if s.xds_plaintext:
-        # Plaintext is for local development: with mTLS available it never leaves loopback.
-        host = s.bind_host if creds is None or _is_loopback(s.bind_host) else "127.0.0.1"
-        if creds is None and not _is_loopback(s.bind_host):
-            log.warning("plaintext xDS on %s:%d: the CA is off, so sidecars cannot use mTLS", host, s.xds_port)
-        if not server.add_insecure_port(f"{host}:{s.xds_port}"):
-            raise NovameshError(f"cannot listen for xDS on {host}:{s.xds_port} (port in use?); pass --xds-port")
+    if not s.xds_plaintext:
+        return None
+    host = plaintext_xds_host(s)
+    if host != s.bind_host:
+        log.info("plaintext xDS on %s:%d only (loopback; bind_host %s gets no plaintext xDS: set "
+                 "xds_plaintext_any_address to override)", host, s.xds_port, s.bind_host)  # fmt: skip
+    elif not _is_loopback(host):
+        log.warning("plaintext xDS on %s:%d (xds_plaintext_any_address): unauthenticated, any client "
+                    "reaching it can read every proxy's configuration", host, s.xds_port)  # fmt: skip
+    if not server.add_insecure_port(f"{host}:{s.xds_port}"):
+        raise NovameshError(f"cannot listen for xDS on {host}:{s.xds_port} (port in use?); pass --xds-port")
+    return host, s.xds_port
