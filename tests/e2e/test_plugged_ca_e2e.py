@@ -2,12 +2,16 @@
 
 The control plane signs with an intermediate whose root never reaches it (only its certificate,
 in root-cert.pem): the sidecars' certificates chain to that root, they talk mTLS to each other,
-and the xDS connection itself is authenticated with those certificates.
+and the xDS connection itself is authenticated with those certificates. Replacing the files with
+another intermediate (of another root) under the running control plane takes effect without a
+restart: the trust bundle and the certificates issued afterwards belong to the new root.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import time
 from collections.abc import Iterator
 
@@ -16,6 +20,7 @@ import pytest
 from cryptography import x509
 
 from novamesh.security import pki
+from novamesh.security.csr import request_certificate
 from novamesh.testing.ca_files import write_intermediate_ca
 from novamesh.testing.load import run_load
 from novamesh.testing.mesh import LocalMesh, WorkloadProcess, poll
@@ -27,7 +32,7 @@ pytestmark = pytest.mark.e2e
 def plugged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalMesh, x509.Certificate, x509.Certificate]]:
     root_dir = tmp_path_factory.mktemp("plugged-ca")
     root, inter = write_intermediate_ca(root_dir / "ca", time.time(), root_in_chain=False, root_name="acme offline root")
-    m = LocalMesh(root_dir / "mesh", settings={"ca_dir": str(root_dir / "ca")})
+    m = LocalMesh(root_dir / "mesh", settings={"ca_dir": str(root_dir / "ca"), "ca_reload_interval": 1})
     try:
         m.start_control_plane()
         m.echo("reviews", extra_args=["--service-account", "bookinfo-reviews"])
@@ -66,3 +71,42 @@ def test_certificates_chain_to_the_given_root_and_mtls_works(plugged: tuple[Loca
     # The ADS connection runs over mTLS too, authenticated by the same chain.
     xds = httpx.get(f"{client.admin_url}/stats", params={"filter": r"^cluster\.xds-grpc\.ssl\.handshake$"}, timeout=5, trust_env=False).text
     assert int(xds.split(":")[1]) >= 1
+
+
+def _bundle(mesh: LocalMesh) -> list[x509.Certificate]:
+    return pki.load_certs("".join(mesh.api.get("/api/v1/ca/bundle")["roots"]).encode())
+
+
+def test_replaced_files_are_reloaded_by_the_running_control_plane(
+    plugged: tuple[LocalMesh, x509.Certificate, x509.Certificate], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    mesh, old_root, old_inter = plugged
+    ca_dir = mesh.env["NOVAMESH_CA_DIR"]
+    # The operator drops in an intermediate of another root, each file replaced atomically.
+    staging = tmp_path_factory.mktemp("new-ca")
+    new_root, new_inter = write_intermediate_ca(staging, time.time(), root_in_chain=True, root_name="acme new root")
+    assert new_root != old_root
+    for name in ("ca-key.pem", "ca-cert.pem", "cert-chain.pem", "root-cert.pem"):
+        os.replace(staging / name, os.path.join(ca_dir, name))
+    poll(lambda: _bundle(mesh) == [new_root], 20, "the REST trust bundle holds only the new root")
+
+    # A certificate the CSR service issues from now on chains to the new root (its own serving
+    # certificate may still be the old intermediate's for a moment: the client trusts both roots).
+    token = mesh.cli("token", "create", "--namespace", "default", "--service-account", "after-swap", "--ttl", "5m", "--uses", "100")
+    assert token.returncode == 0, token.stderr
+    target = f"127.0.0.1:{mesh.env['NOVAMESH_CSR_PORT']}"
+    trust = pki.cert_pem([old_root, new_root])
+
+    def issued_by_new_root() -> list[x509.Certificate] | None:
+        csr = pki.make_csr(pki.generate_key(), pki.SpiffeId("cluster.local", "default", "after-swap"))
+        chain_pem, bundle_pem = asyncio.run(request_certificate(target, trust, csr, token=token.stdout.strip()))
+        chain = pki.load_certs(chain_pem)
+        return chain if chain[0].issuer == new_inter.subject else None  # the 1 s file check has not run yet
+
+    chain = poll(issued_by_new_root, 20, "a certificate signed by the new intermediate", interval=0.5)
+    pki.verify_chain(chain, [new_root], time.time())
+    with pytest.raises(pki.BadInput):
+        pki.verify_chain(chain, [old_root], time.time())
+    status = mesh.api.get("/api/v1/ca")
+    assert status["signer"]["subject"] == new_inter.subject.rfc4514_string()
+    assert [r["fingerprint"] for r in status["roots"]] == [pki.fingerprint(new_root)]
