@@ -109,6 +109,7 @@ def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: b
                 modes = ["direct", "mesh", *(f"bare-{b}" for b in bares)]
                 for rate in rates:
                     lat: dict[str, list[float]] = {m_: [] for m_ in modes}
+                    windows: dict[str, list[dict[str, float]]] = {m_: [] for m_ in modes}  # per window: a stall shows in one
                     errors = {m_: 0 for m_ in modes}
                     achieved: dict[str, list[float]] = {m_: [] for m_ in modes}
                     cpu = {m_: {"client": 0.0, "server": 0.0} for m_ in modes if m_ != "direct"}
@@ -139,6 +140,8 @@ def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: b
                             for k, v in pids.items():
                                 cpu[mode][k] += common.cpu_seconds(v) - c0[k]
                             lat[mode] += res.latencies_ms
+                            w = common.summary(res.latencies_ms)
+                            windows[mode].append({"round": r, "p50": w["p50"], "p99": w["p99"], "max": w["max"]})
                             errors[mode] += res.errors
                             achieved[mode].append(res.achieved_rps)
                             if mode != "mesh":
@@ -158,6 +161,7 @@ def run(rates: list[int], seconds: float, rounds: int, connections: int, mtls: b
                         # The agents (novamesh run/agent: SDS, metrics from the access-log stream): mesh window + the next one.
                         "agent_cpu_s_per_1000": {k: 1000 * v / n_mesh for k, v in agent_cpu.items()},
                         "bare": {},
+                        "windows": windows,
                     }
                     line = (f"rate {rate}: direct p50/p90/p99 {d['p50']:.3f}/{d['p90']:.3f}/{d['p99']:.3f} ms, "
                             f"mesh {mm['p50']:.3f}/{mm['p90']:.3f}/{mm['p99']:.3f} ms")
