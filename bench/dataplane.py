@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench dataplane", description=__doc__)
     p.add_argument("--rates", default="500,1000,1500", help="comma-separated requests/s")
     p.add_argument("--seconds", type=float, default=5.0, help="length of one window")
-    p.add_argument("--rounds", type=int, default=4, help="direct/mesh window pairs per rate")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per rate; each round has one window per path (direct, mesh, each bare pair)")
     p.add_argument("--connections", type=int, default=4)
     p.add_argument("--mtls", action="store_true", help="apply PeerAuthentication STRICT (sidecar-to-sidecar mTLS)")
     p.add_argument("--plaintext", action="store_true", help="run the control plane without a CA (csr_port -1): no identities, plaintext between sidecars")
