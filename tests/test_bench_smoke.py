@@ -45,6 +45,10 @@ def test_dataplane_tiny(tmp_path: Path) -> None:
     assert r["errors"] == {"direct": 0, "mesh": 0}
     assert r["direct_ms"]["n"] > 0 and r["mesh_ms"]["n"] > 0
     assert r["sidecar_rss_mb"]["client"] > 0
+    # The bare stock-Envoy pairs ran too, and the TLS one really spoke TLS.
+    for mode in ("plain", "tls"):
+        assert r["bare"][mode]["errors"] == 0 and r["bare"][mode]["ms"]["n"] > 0
+    assert d["bare_server_tls_handshakes"]["tls"] > 0 and d["bare_server_tls_handshakes"]["plain"] == 0  # type: ignore[index]
 
 
 def test_sidecar_rss_tiny(tmp_path: Path) -> None:
