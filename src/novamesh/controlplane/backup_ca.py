@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization as _ser
 
 from ..errors import ConfigError, Violation
 from ..security import pki
-from ..security.ca import STATE_SECRET
+from ..security.ca import STATE_SECRET, StoreCA
 from ..store.base import ConfigStore
 
 __all__ = ["CA_SECRETS", "MATERIAL_FORMAT", "StoreCaMaterial", "ca_for_backup", "root_fingerprints"]
@@ -133,6 +133,7 @@ class StoreCaMaterial:
             return f"{summary} (dry run: nothing changed)"
         for name in CA_SECRETS:
             self.store.put_secret(name, secrets.get(name))
+        StoreCA.state_written()  # this control plane serves the restored root at once
         return summary
 
 

@@ -104,9 +104,7 @@ def security_router(mesh: Mesh) -> APIRouter:
         if not isinstance(ca, StoreCA):
             raise ConflictError("a plugged-in CA's root is rotated by replacing its files (root-cert.pem may hold both roots)")
         try:
-            status = rotate_root(ca, req.step)
-            bundle_ca.clear()  # this replica publishes the step at once (others within a second)
-            return status
+            return rotate_root(ca, req.step)  # published at once by this replica (StoreCA.state_written)
         except NovameshError as exc:
             raise ConflictError(str(exc)) from exc
 

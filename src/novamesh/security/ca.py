@@ -116,6 +116,15 @@ class StoreCA:
     (or the REST API) applies everywhere."""
 
     REFRESH = 1.0
+    _local_writes = 0
+    """Writes of the CA state made by this process (:meth:`state_written`)."""
+
+    @classmethod
+    def state_written(cls) -> None:
+        """This process just wrote the CA state (a rotation step, a restore): every StoreCA of
+        the process re-reads it on its next use instead of within :attr:`REFRESH` seconds, so a
+        replica publishes its own change at once (other replicas pick it up within REFRESH)."""
+        cls._local_writes += 1
 
     def __init__(self, store: ConfigStore, clock: Clock, *, key_type: str = "ec-p256",
                  trust_domain: str = "cluster.local", root_ttl: float = 10 * 365 * 86400) -> None:  # fmt: skip
@@ -128,6 +137,7 @@ class StoreCA:
         self._raw: bytes | None = None
         self._signer: _Signer | None = None
         self._checked = 0.0
+        self._seen_writes = -1
         if store.get_secret(STATE_SECRET) is None and _create_once(store, _dump({"roots": [self._new_root()], "signer": 0})):
             log.info("created a self-signed %s root CA for trust domain %s", key_type, trust_domain)
 
@@ -142,12 +152,13 @@ class StoreCA:
         # Called on every TLS handshake of the CSR/xDS servers: read the store at most once per
         # REFRESH seconds (an etcd read is a network call); a rotation applies within that.
         now = self.clock.monotonic()
-        if self._signer is not None and now - self._checked < self.REFRESH:
+        writes = StoreCA._local_writes
+        if self._signer is not None and now - self._checked < self.REFRESH and writes == self._seen_writes:
             return self._signer
         raw = self.store.get_secret(STATE_SECRET)
         if raw is None:
             raise NovameshError("the CA state vanished from the store")
-        self._checked = now
+        self._checked, self._seen_writes = now, writes
         with self._lock:
             if raw != self._raw or self._signer is None:
                 state = json.loads(raw)
@@ -200,7 +211,7 @@ def rotate_root(ca: StoreCA, step: str) -> dict[str, Any]:
     else:
         raise NovameshError(f"unknown rotation step {step!r}; use one of {', '.join(ROOT_STEPS)}")
     ca.store.put_secret(STATE_SECRET, _dump(state))
-    ca._signer = None  # this instance applies the step at once
+    StoreCA.state_written()  # every CA object of this process applies the step at once
     log.warning("root CA rotation: %s done", step)
     return ca.status()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -93,6 +94,23 @@ def test_root_rotation_bundle_holds_both_roots_during_the_transition(store: Sqli
 def _write_plugged(directory: Path, clock: ManualClock, *, with_root_in_chain: bool = True) -> tuple[x509.Certificate, x509.Certificate]:
     """An offline root and an intermediate signed by it, laid out like cert-manager does."""
     return write_intermediate_ca(directory, clock.time(), root_in_chain=with_root_in_chain)
+
+
+def test_a_state_write_of_this_process_is_seen_at_once_and_others_within_refresh(store: SqliteStore, clock: ManualClock) -> None:
+    polled = StoreCA(store, clock)  # e.g. the one behind GET /api/v1/ca/bundle
+    clock.advance(10)  # the new root's name (creation time) differs from the first's
+    assert len(polled.trust_bundle()) == 1
+    # A rotation through another CA object of this process: seen without waiting REFRESH.
+    rotate_root(StoreCA(store, clock), "start")
+    assert len(polled.trust_bundle()) == 2
+    signer = polled.signer_subject()
+    # A write this process does not know of (another replica's) is seen once REFRESH has passed.
+    state = json.loads(store.get_secret("ca/state") or b"{}")
+    state["signer"] = 1
+    store.put_secret("ca/state", json.dumps(state, sort_keys=True).encode())
+    assert polled.signer_subject() == signer
+    clock.advance(StoreCA.REFRESH + 0.1)
+    assert polled.signer_subject() != signer
 
 
 def test_plugged_in_intermediate_issues_certificates_chaining_to_the_given_root(tmp_path: Path, clock: ManualClock) -> None:
