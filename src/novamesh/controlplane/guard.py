@@ -61,6 +61,7 @@ from ..translate.proxy import class_inputs
 from ..translate.gateway import GATEWAY_KIND
 from ..translate.protos import to_message
 from ..translate.static import static_bootstrap
+from ..xds.cache import content_digest
 
 if TYPE_CHECKING:
     from .mesh import Mesh
@@ -339,8 +340,8 @@ class ApplyGuard:
                  memo: dict[Proxy, tuple[Resources, dict[str, dict[str, str]]]] | None = None) -> tuple[str, Resources | None]:
         """``""`` if ``target`` accepts the translation of ``snapshot``, else what is wrong.
 
-        Only resources Envoy has not accepted before are packed and validated (see
-        :meth:`_accepted`); if they fail on their own, the whole translation is validated to
+        Only resources Envoy has not accepted before (``self._accepted``) are packed and
+        validated; if they fail on their own, the whole translation is validated to
         confirm, so a refusal never comes from what the subset left out."""
         proxy = target.proxy
         known = memo.get(target.proxy) if memo is not None else None
@@ -356,7 +357,7 @@ class ApplyGuard:
             errors = consistency_errors(res)
             if errors:
                 return "inconsistent translation: " + "; ".join(errors), res
-            digests = {t: {n: _resource_digest(t, r) for n, r in rs.items()} for t, rs in res.items()}
+            digests = {t: {n: f"{t} {content_digest(r)}" for n, r in rs.items()} for t, rs in res.items()}
             if memo is not None:
                 memo[target.proxy] = (res, digests)
         skip = claimed if claimed is not None else set()
@@ -387,10 +388,6 @@ class ApplyGuard:
             self._accepted.move_to_end(d)
         while len(self._accepted) > self._accepted_size:
             self._accepted.popitem(last=False)
-
-
-def _resource_digest(type_url: str, resource: Mapping[str, Any]) -> str:
-    return hashlib.sha256(type_url.encode() + json.dumps(resource, sort_keys=True).encode()).hexdigest()
 
 
 def _with_dependencies(res: Resources, new: Mapping[str, set[str]]) -> Resources:

@@ -34,7 +34,7 @@ from ..translate.proxy import class_inputs
 from ..translate.mtls import has_identity, strip_mesh_tls
 from ..translate.protos import MESSAGE_TYPES, to_any
 
-__all__ = ["Packed", "Versioned", "ProxyView", "TranslationCache", "version_of"]
+__all__ = ["Packed", "Versioned", "ProxyView", "TranslationCache", "version_of", "content_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ ProxyView = dict[str, Versioned]
 """type URL -> name -> Packed: everything one proxy should have."""
 
 
-def _digest(resource: dict[str, Any]) -> str:
+def content_digest(resource: Mapping[str, Any]) -> str:
+    """The content hash of one resource (its JSON with sorted keys): what the cache reuses packs
+    by, and what guarded apply remembers accepted resources by."""
     return hashlib.sha256(json.dumps(resource, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -186,7 +188,7 @@ class TranslationCache:
         self._previous_own, self._own = self._own, {}
 
     def _pack(self, type_url: str, resource: dict[str, Any]) -> Packed:
-        key = (type_url, _digest(resource))
+        key = (type_url, content_digest(resource))
         packed = self._packs.get(key)
         if packed is None:
             packed = self._previous_packs.get(key)
