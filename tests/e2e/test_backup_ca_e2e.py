@@ -61,6 +61,16 @@ def _ca_roots(mesh: LocalMesh) -> list[x509.Certificate]:
     return pki.load_certs("".join(mesh.api.get("/api/v1/ca/bundle")["roots"]).encode())
 
 
+def _chains_to(wp: WorkloadProcess, roots: list[x509.Certificate]) -> bool:
+    """Whether the certificate ``wp``'s Envoy serves right now leads to one of ``roots``."""
+    chain = _leaf_chain(wp)
+    try:
+        pki.verify_chain(chain or [], roots, time.time())
+    except pki.BadInput:
+        return False
+    return True
+
+
 def _fps(certs: list[x509.Certificate]) -> list[str]:
     return [pki.fingerprint(c) for c in certs]
 
@@ -106,10 +116,16 @@ def test_restore_brings_back_the_root_and_workloads_keep_their_trust_and_renew(m
     assert mesh.api.get("/api/v1/resources") == before  # identical config set
     assert _fps(_ca_roots(mesh)) == _fps(old_roots)  # the control plane serves the restored root
     pki.verify_chain(held, _ca_roots(mesh), held_at)  # the certificate issued before the wipe still chains
+    # Between the wipe and the restore an agent may have re-joined the fresh root (its renewal
+    # was refused); such a workload is not trusted by the restored root until it re-joins again
+    # (docs/backup.md). Which case this run is in decides what "no failure" can cover.
+    kept = all(_chains_to(w, old_roots) for w in (reviews, client))
 
     # the workloads renew from the restored CA, under continuous traffic, without a failure
     poll(lambda: len([w for w in mesh.workloads_info() if w["ready"]]) == 2, 30, "workloads registered again")
     with Traffic("http://reviews:9080/", proxy=client.proxy_url, rate=10) as traffic:
+        poll(lambda: all(_chains_to(w, old_roots) for w in (reviews, client)), 60, "both workloads hold restored-root certificates")
+        settled = 0.0 if kept else traffic.now()
         traffic.wait_for(lambda t: t.count >= 10, timeout=30)
 
         def renewed() -> list[x509.Certificate] | None:
@@ -119,6 +135,8 @@ def test_restore_brings_back_the_root_and_workloads_keep_their_trust_and_renew(m
         fresh: list[x509.Certificate] = poll(renewed, CERT_TTL * 3, "a certificate renewed by the restored CA", interval=0.5)
         mark = traffic.count
         traffic.wait_for(lambda t: t.count >= mark + 10, timeout=30)
-    assert traffic.failures() == []
+    # Every request failed or not, when both kept their restored-root certificates; otherwise every
+    # request from the moment both hold one again.
+    assert traffic.failures(since=settled) == [], f"kept={kept}"
     assert fresh[0].issuer == old_roots[0].subject
     pki.verify_chain(fresh, old_roots, time.time())
